@@ -1,0 +1,55 @@
+"""`ask`: collect one typed answer (digits, number, date, yes/no, text) into a slot.
+
+A `secure` answer goes to `FlowRun.secrets` only: it is never a slot, never stored, and the
+timeline shows a placeholder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ivr.flow import model as m
+from ivr.flow.channel import CustomerInput, InputSpec
+from ivr.flow.engine import FlowRun, Next, StepResult
+from ivr.flow.values import parse_answer
+
+YES_NO_HINTS = ("yes", "no")
+
+
+def input_spec(action: m.AskAction) -> InputSpec:
+    hints: tuple[str, ...] = tuple(action.hints)
+    if action.type == "yes_no":
+        hints += YES_NO_HINTS
+    return InputSpec(
+        modes=frozenset(action.input),
+        timeout=action.timeout,
+        end_silence=action.end_silence,
+        max_digits=action.length or action.max_length,
+        terminator=action.terminator,
+        hints=hints,
+        secure=action.secure,
+    )
+
+
+async def run(step: m.AskStep, run: FlowRun) -> StepResult:
+    action = step.ask
+
+    async def interpret(answer: CustomerInput) -> Any | None:
+        return parse_answer(
+            answer,
+            action.type,
+            length=action.length,
+            min_length=action.min_length,
+            max_length=action.max_length,
+            terminator=action.terminator,
+            date_format=action.date_format,
+        )
+
+    value = await run.collect(action.prompt, action, input_spec(action), interpret)
+    if value is None:
+        return run.give_up(run.failure_step(step), f"no valid answer for {action.slot!r}")
+    if action.secure:
+        run.secrets[action.slot] = str(value)
+    else:
+        run.conv.slots[action.slot] = value
+    return Next(step.next)

@@ -1,0 +1,67 @@
+"""`transfer`: hand the customer to a human queue or to a SIP destination.
+
+The conversation records where it went; the control plane's handoff (queues, in routing/)
+and the channel (a SIP REFER with context headers) do the rest. A queue transfer keeps the
+customer connected while they wait; a SIP transfer ends our part of the call.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ivr.conversation import Status
+from ivr.flow import model as m
+from ivr.flow.channel import TransferTarget
+from ivr.flow.engine import FlowRun, Stop
+from ivr.flow.templates import TemplateProblem, evaluate
+
+log = logging.getLogger("ivr.flow")
+
+
+def priority_of(action: m.TransferAction, run: FlowRun) -> int:
+    if isinstance(action.priority, int):
+        return action.priority
+    try:
+        return int(evaluate(action.priority, run.context()) or 1)
+    except (TemplateProblem, TypeError, ValueError) as exc:
+        log.error("flow %s: priority %r: %s", run.flow.name, action.priority, exc)
+        return 1
+
+
+def context_headers(run: FlowRun) -> dict[str, str]:
+    """What a PBX or ACD on the far end can pop: the conversation id and a short summary."""
+    headers = {"X-Conversation-Id": run.conv.id}
+    if run.conv.identity.verified:
+        headers["X-Customer-Id"] = str(run.conv.identity.customer_id)
+        headers["X-Verified-By"] = str(run.conv.identity.method)
+    if run.conv.last_intent:
+        headers["X-Intent"] = run.conv.last_intent
+    return headers
+
+
+async def run(step: m.TransferStep, run: FlowRun) -> Stop:
+    action = step.transfer
+    if action.say:
+        await run.say(action.say)
+    target = TransferTarget(
+        queue=action.queue,
+        skills=tuple(action.skills),
+        priority=priority_of(action, run),
+        sip_uri=action.sip,
+        headers=context_headers(run),
+    )
+    where = f"queue {target.queue}" if target.queue else f"{target.sip_uri}"
+    run.conv.handoff = {
+        "kind": "queue" if target.queue else "sip",
+        "queue": target.queue,
+        "skills": list(target.skills),
+        "priority": target.priority,
+        "sip_uri": target.sip_uri,
+    }
+    run.system(f"transferred to {where}")
+    if run.services.handoff is not None:
+        await run.services.handoff.transfer(run.conv, target)
+    await run.channel.transfer(target)
+    if target.queue:
+        return Stop(Status.QUEUED, f"waiting in queue {target.queue}", close_channel=False)
+    return Stop(Status.TRANSFERRED, f"transferred to {target.sip_uri}")

@@ -1,0 +1,182 @@
+"""Typed answers: turning what a customer said, typed or keyed into a slot value.
+
+The same rules serve speech ("one two three four"), keys ("1234#") and chat text ("1234"), so a
+flow asks for "an 8-digit account number" once and every channel understands the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from dateutil import parser as date_parser
+
+from ivr.flow.channel import CustomerInput
+
+_DIGIT_WORDS = {
+    "zero": "0", "oh": "0", "o": "0", "nought": "0",
+    "one": "1", "two": "2", "to": "2", "too": "2", "three": "3", "four": "4", "for": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "ate": "8", "nine": "9",
+}  # fmt: skip
+_UNITS = {
+    w: int(d)
+    for w, d in _DIGIT_WORDS.items()
+    if w not in ("oh", "o", "to", "too", "for", "ate", "nought")
+}
+_TEENS = {
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+}
+_TENS = {
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_YES = {
+    "yes",
+    "yeah",
+    "yep",
+    "yup",
+    "sure",
+    "correct",
+    "right",
+    "ok",
+    "okay",
+    "please",
+    "affirmative",
+    "y",
+    "true",
+    "indeed",
+    "absolutely",
+    "definitely",
+}
+_NO = {"no", "nope", "nah", "not", "incorrect", "wrong", "n", "false", "negative", "never"}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def spoken_digits(text: str) -> str:
+    """ "one two three four" / "1 2 3 4" / "12-34" / "double five" -> digits, else ""."""
+    out: list[str] = []
+    repeat = 1
+    for word in _words(text):
+        if word in ("double", "triple"):
+            repeat = 2 if word == "double" else 3
+            continue
+        if word.isdigit():
+            out.append(word * repeat)
+        elif word in _DIGIT_WORDS:
+            out.append(_DIGIT_WORDS[word] * repeat)
+        elif word in ("and", "uh", "um", "is", "it's", "its", "my", "number", "the"):
+            continue
+        else:
+            return ""
+        repeat = 1
+    return "".join(out)
+
+
+def spoken_number(text: str) -> float | int | None:
+    cleaned = text.replace(",", "").strip()
+    if re.fullmatch(r"-?\d+", cleaned):
+        return int(cleaned)
+    if re.fullmatch(r"-?\d+\.\d+", cleaned):
+        return float(cleaned)
+    total, current, seen = 0, 0, False
+    for word in _words(text):
+        if word in _UNITS:
+            current += _UNITS[word]
+        elif word in _TEENS:
+            current += _TEENS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        elif word == "hundred":
+            current = max(current, 1) * 100
+        elif word in _SCALES:
+            total += max(current, 1) * _SCALES[word]
+            current = 0
+        elif word == "and":
+            continue
+        elif word.isdigit():
+            current += int(word)
+        else:
+            return None
+        seen = True
+    return total + current if seen else None
+
+
+def yes_no(text: str) -> bool | None:
+    words = set(_words(text))
+    if text.strip() in ("1",):
+        return True
+    if text.strip() in ("2",):
+        return False
+    yes, no = bool(words & _YES), bool(words & _NO)
+    if yes != no:
+        return yes
+    return None
+
+
+def parse_answer(
+    answer: CustomerInput,
+    kind: str,
+    *,
+    length: int | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    terminator: str | None = "#",
+    date_format: str = "%Y%m%d",
+) -> Any | None:
+    """The slot value for `answer`, or None when it does not fit the expected type."""
+    raw = answer.digits if answer.digits is not None else (answer.text or "")
+    if terminator and raw.endswith(terminator):
+        raw = raw[: -len(terminator)]
+    raw = raw.strip()
+    if not raw:
+        return None
+    if kind == "text":
+        return raw
+    if kind == "digits":
+        digits = raw if answer.digits is not None else spoken_digits(raw)
+        if not digits.isdigit():
+            return None
+        if length and len(digits) != length:
+            return None
+        if min_length and len(digits) < min_length:
+            return None
+        if max_length and len(digits) > max_length:
+            return None
+        return digits
+    if kind == "number":
+        return spoken_number(raw)
+    if kind == "yes_no":
+        return yes_no(raw)
+    if kind == "date":
+        return _date(raw, keyed=answer.digits is not None, date_format=date_format)
+    raise ValueError(f"unknown answer type {kind!r}")
+
+
+def _date(raw: str, *, keyed: bool, date_format: str) -> str | None:
+    compact = raw.replace(" ", "")
+    try:
+        if keyed or compact.isdigit():
+            return datetime.strptime(compact, date_format).date().isoformat()
+        return date_parser.parse(raw, fuzzy=True, dayfirst=False).date().isoformat()
+    except (ValueError, OverflowError):
+        return None

@@ -1,0 +1,1 @@
+"""Speech and language: recognition, synthesis, and intent understanding (nlu/)."""

@@ -1,0 +1,137 @@
+"""`ConversationStore`: save a conversation after every flow step, load it back anywhere.
+
+`save` writes the document row (everything but the timeline) and appends the timeline turns not
+stored yet, in one transaction. It writes the document first: that locks the conversation's row
+(PostgreSQL) or the database (SQLite) before reading how many turns are stored, so two processes
+saving the same conversation, or a restarted one, never duplicate or skip a turn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ivr.conversation import Conversation, Turn
+from ivr.store.database import Database, StoreError
+from ivr.store.schema import conversations, turns
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+class ConversationStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def save(self, conv: Conversation) -> None:
+        """Store the conversation and append its new turns; all or nothing."""
+        document = conv.to_dict()
+        row = {
+            "id": conv.id,
+            "flow": conv.flow,
+            "status": str(conv.status),
+            "customer_id": conv.identity.customer_id,
+            "created_at": conv.created_at,
+            "updated_at": conv.updated_at,
+            "document": _dumps(document, f"conversation {conv.id}"),
+        }
+        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        upsert = insert(conversations).values(row)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[conversations.c.id],
+            set_={key: upsert.excluded[key] for key in row if key not in ("id", "created_at")},
+        )
+        async with self._db.begin(f"saving conversation {conv.id}") as conn:
+            await conn.execute(upsert)
+            stored = await conn.scalar(
+                select(func.max(turns.c.seq)).where(turns.c.conversation_id == conv.id)
+            )
+            first_new = 0 if stored is None else stored + 1
+            new = [
+                {
+                    "conversation_id": conv.id,
+                    "seq": seq,
+                    "ts": turn.ts,
+                    "channel": turn.channel,
+                    "role": str(turn.role),
+                    "text": turn.text,
+                    "meta": _dumps(turn.meta, f"turn {seq} of conversation {conv.id}"),
+                }
+                for seq, turn in enumerate(conv.timeline)
+                if seq >= first_new
+            ]
+            if new:
+                await conn.execute(turns.insert(), new)
+
+    async def get(self, conversation_id: str) -> Conversation | None:
+        """The conversation with its whole timeline, or None if it was never saved."""
+        query = select(conversations.c.id, conversations.c.document).where(
+            conversations.c.id == conversation_id
+        )
+        found = await self._load(query, f"loading conversation {conversation_id}")
+        return found[0] if found else None
+
+    async def list_recent(self, limit: int = 50) -> list[Conversation]:
+        """The most recently updated conversations, newest first."""
+        query = (
+            select(conversations.c.id, conversations.c.document)
+            .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
+            .limit(limit)
+        )
+        return await self._load(query, "listing recent conversations")
+
+    async def by_customer(self, customer_id: str, limit: int = 20) -> list[Conversation]:
+        """A customer's conversations, newest first."""
+        query = (
+            select(conversations.c.id, conversations.c.document)
+            .where(conversations.c.customer_id == customer_id)
+            .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
+            .limit(limit)
+        )
+        return await self._load(query, f"listing conversations of customer {customer_id}")
+
+    async def count(self) -> int:
+        async with self._db.connect("counting conversations") as conn:
+            return await conn.scalar(select(func.count()).select_from(conversations)) or 0
+
+    async def _load(self, query: Select[Any], action: str) -> list[Conversation]:
+        async with self._db.connect(action) as conn:
+            rows = (await conn.execute(query)).all()
+            timelines = await self._timelines(conn, [row.id for row in rows])
+        return [
+            Conversation.from_dict(json.loads(row.document), timelines.get(row.id, []))
+            for row in rows
+        ]
+
+    @staticmethod
+    async def _timelines(conn: AsyncConnection, ids: list[str]) -> dict[str, list[Turn]]:
+        timelines: dict[str, list[Turn]] = defaultdict(list)
+        if not ids:
+            return timelines
+        query = (
+            select(turns)
+            .where(turns.c.conversation_id.in_(ids))
+            .order_by(turns.c.conversation_id, turns.c.seq)
+        )
+        for row in await conn.execute(query):
+            timelines[row.conversation_id].append(
+                Turn.from_dict(
+                    {
+                        "ts": row.ts,
+                        "channel": row.channel,
+                        "role": row.role,
+                        "text": row.text,
+                        "meta": json.loads(row.meta),
+                    }
+                )
+            )
+        return timelines
