@@ -185,7 +185,7 @@ class FlowChecker:
             )
         for name in ("on_failure", "on_error"):
             target = getattr(header.defaults, name)
-            if target and target not in self.flow.steps:
+            if target and not self.flow.has_step(target):
                 self.report(
                     f"unknown step {target!r}{_hint(target, self.flow.steps)}", "defaults", name
                 )

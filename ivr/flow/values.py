@@ -99,7 +99,12 @@ def spoken_number(text: str) -> float | int | None:
     if re.fullmatch(r"-?\d+\.\d+", cleaned):
         return float(cleaned)
     total, current, seen = 0, 0, False
-    for word in _words(text):
+    after_numeral = False
+    for word in re.findall(r"\d+(?:\.\d+)?|[a-z']+", cleaned.lower()):
+        numeral = word[0].isdigit()
+        if numeral and after_numeral:
+            return None  # "1 000", "1.2.3": not one number; ask again rather than guess
+        after_numeral = numeral
         if word in _UNITS:
             current += _UNITS[word]
         elif word in _TEENS:
@@ -113,8 +118,8 @@ def spoken_number(text: str) -> float | int | None:
             current = 0
         elif word == "and":
             continue
-        elif word.isdigit():
-            current += int(word)
+        elif numeral:
+            current += float(word) if "." in word else int(word)  # "2.5 thousand"
         else:
             return None
         seen = True

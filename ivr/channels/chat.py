@@ -1,0 +1,78 @@
+"""The web chat channel: the flow's turns as messages over a websocket.
+
+The websocket handler (`ivr.web.chat`) pushes what the customer types into `deliver()`; the
+engine's `ask` takes the next message. A message that arrives while the bot is still talking
+waits its turn, so nothing typed is lost. Questions carry their choices (menu buttons) and a
+`secure` flag (the page masks the field and never echoes the answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ivr.flow.channel import ChannelClosed, CustomerInput, InputSpec, Prompt, TransferTarget
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+_CLOSED = object()
+
+
+class ChatChannel:
+    name = "chat"
+
+    def __init__(self, send: Send, idle_timeout: float) -> None:
+        self._send = send
+        self._idle_timeout = idle_timeout
+        self._inbox: asyncio.Queue[CustomerInput | object] = asyncio.Queue(maxsize=64)
+
+    def deliver(self, answer: CustomerInput) -> bool:
+        """A customer message; False when too many are already waiting (flooding)."""
+        try:
+            self._inbox.put_nowait(answer)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def close(self) -> None:
+        """The customer left: a waiting `ask` raises ChannelClosed."""
+        while True:
+            try:
+                self._inbox.put_nowait(_CLOSED)
+                return
+            except asyncio.QueueFull:
+                self._inbox.get_nowait()
+
+    async def _emit(self, message: dict[str, Any]) -> None:
+        try:
+            await self._send(message)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ChannelClosed(str(exc)) from None
+
+    async def say(self, prompt: Prompt) -> None:
+        await self._emit({"type": "bot", "text": prompt.text})
+
+    async def ask(self, prompt: Prompt, spec: InputSpec) -> CustomerInput | None:
+        await self._emit(
+            {
+                "type": "bot",
+                "text": prompt.text,
+                "expects_answer": True,
+                "secure": spec.secure,
+                "choices": [{"label": c.label, "key": c.key} for c in spec.choices],
+            }
+        )
+        try:
+            answer = await asyncio.wait_for(self._inbox.get(), self._idle_timeout)
+        except TimeoutError:
+            raise ChannelClosed("the chat was idle too long") from None
+        if answer is _CLOSED:
+            raise ChannelClosed("the customer closed the chat")
+        assert isinstance(answer, CustomerInput)
+        return answer
+
+    async def transfer(self, target: TransferTarget) -> None:
+        await self._emit({"type": "transfer", "queue": target.queue, "sip": target.sip_uri})
+
+    async def end(self, reason: str) -> None:
+        await self._emit({"type": "end", "reason": reason})

@@ -1,0 +1,318 @@
+"""The `ivr` command: serve, validate, schema, simulate, test, nlu export-rasa.
+
+Every command exits non-zero on bad input with a message that names the place
+(`dialogs/bank.yaml:14:5: ...`, `sip.conf:3: [http] port: ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ivr import __version__
+from ivr.config import ConfigError, Settings, load_settings
+from ivr.flow.problems import FlowError, Severity
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------ serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ivr.web.app import create_app
+
+    settings = _settings(args)
+    _setup_logging(settings.log.level)
+    log = logging.getLogger("ivr.serve")
+    app = create_app(settings)
+    from ivr.web.keys import API_TOKEN
+
+    if not settings.api.token:
+        log.warning("no [api] token configured; this run's API token is: %s", app[API_TOKEN])
+    log.info(
+        "serving on %s (chat: %s/chat, health: %s/healthz)",
+        settings.public_url,
+        settings.public_url,
+        settings.public_url,
+    )
+    try:
+        web.run_app(
+            app, host=settings.http.host, port=settings.http.port, print=None, access_log=None
+        )
+    except OSError as exc:
+        print(
+            f"ivr serve: cannot listen on {settings.http.host}:{settings.http.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ validate / schema
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ivr.flow.validator import validate
+    from ivr.simulate import flow_paths
+
+    settings = _settings(args)
+    named = [Path(p) for p in args.paths]
+    missing = [p for p in named if not p.exists()]
+    for path in missing:
+        print(f"{path}:1:1: no such file or directory", file=sys.stderr)
+    env = settings.flow_env_with_defaults()
+    flow_set, problems = validate(flow_paths(settings, named), env_keys=env)
+    shown = [p for p in problems if _is_under(Path(p.file), named)]
+    for problem in shown:
+        print(problem)
+    errors = [p for p in shown if p.severity is Severity.ERROR]
+    checked = [f for f in flow_set.files if _is_under(Path(f), named)]
+    if errors or missing:
+        print(f"{len(errors) + len(missing)} error(s) in {len(checked)} file(s)", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(
+        f"ok: {len(checked)} file(s), flows: {', '.join(sorted(flow_set.flows)) or 'none'}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _is_under(path: Path, roots: Sequence[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == r.resolve() or resolved.is_relative_to(r.resolve()) for r in roots)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from ivr.flow.schema import flow_json_schema
+
+    text = json.dumps(flow_json_schema(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ simulate / test
+
+
+def _resolve_flow(settings: Settings, name_or_path: str) -> tuple[str, list[Path]]:
+    """A flow given by name, or by file (then that file is loaded too)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        from ivr.flow.loader import parse_yaml
+
+        doc, problems = parse_yaml(path)
+        if doc is None:
+            raise FlowError(problems)
+        name = doc.root.get("flow") if isinstance(doc.root, dict) else None
+        if not isinstance(name, str):
+            raise FlowError([doc.problem("not a flow file: no 'flow' name")])
+        return name, [path]
+    return name_or_path, []
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _setup_logging("warning")
+    return asyncio.run(_simulate(settings, args.flow, args.script))
+
+
+async def _simulate(settings: Settings, flow_arg: str, script: str | None) -> int:
+    from ivr.channels.simulator import SimulatorChannel
+    from ivr.simulate import load_flows, simulation
+
+    flow_name, extra = _resolve_flow(settings, flow_arg)
+    flows = load_flows(settings, extra)
+    if flow_name not in flows.flows:
+        print(
+            f"ivr simulate: no flow named {flow_name!r} (known: {', '.join(flows.flows)})",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEMS
+    if script is not None:
+        lines = [
+            line.rstrip("\n")
+            for line in Path(script).read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        feed = iter(lines)
+
+        async def read_line() -> str | None:
+            line = next(feed, None)
+            if line is not None:
+                print(f"caller: {line}")
+            return line
+    else:
+        print(
+            "Type what the caller says; dtmf:1234# for keys; (silence) for no answer; "
+            "Ctrl-D to hang up.",
+            file=sys.stderr,
+        )
+        loop = asyncio.get_running_loop()
+
+        async def read_line() -> str | None:
+            print("> ", end="", flush=True, file=sys.stderr)
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            return line.rstrip("\n") if line else None
+
+    async with simulation(settings, flows) as sim:
+        outcome = await sim.run(flow_name, SimulatorChannel(read_line, print))
+    conv = outcome.conversation
+    print(f"[{conv.status}] at step {conv.position.step!r} of flow {conv.position.flow!r}")
+    if outcome.stop.reason == "customer left":
+        print(
+            f"ivr simulate: the script ended while the flow was waiting at step "
+            f"{conv.position.step!r}",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _setup_logging("warning")
+    return asyncio.run(_test(settings, [Path(p) for p in args.goldens]))
+
+
+async def _test(settings: Settings, paths: list[Path]) -> int:
+    from ivr.flow.loader import yaml_files
+    from ivr.golden import load_golden, run_golden
+    from ivr.simulate import load_flows, simulation
+
+    flows = load_flows(settings)
+    failed = 0
+    files = list(yaml_files(paths))
+    async with simulation(settings, flows) as sim:
+        for path in files:
+            golden, problems = load_golden(path)
+            if golden is None or problems:
+                for problem in problems:
+                    print(problem)
+                failed += 1
+                continue
+            result = await run_golden(golden, sim)
+            print(f"{'PASS' if result.passed else 'FAIL'} {path}")
+            for problem in result.failures:
+                print(f"  {problem}")
+            failed += not result.passed
+    print(f"{len(files) - failed} passed, {failed} failed")
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+# ------------------------------------------------------------------ nlu
+
+
+def cmd_export_rasa(args: argparse.Namespace) -> int:
+    from ivr.simulate import load_flows
+    from ivr.speech.nlu.export import export_rasa
+
+    settings = _settings(args)
+    flows = load_flows(settings)
+    catalog = flows.intents.get(args.language)
+    if catalog is None:
+        print(
+            f"ivr nlu export-rasa: no intents for language {args.language!r} "
+            f"(have: {', '.join(flows.intents) or 'none'})",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEMS
+    for path in export_rasa(catalog, Path(args.out)):
+        print(path)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ wiring
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivr", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ivr {__version__}")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="INI settings (see sip.conf.example); IVR_<SECTION>_<KEY> overrides",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[config], help="run the server")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "validate",
+        parents=[config],
+        help="check flows, intents and prompts; file:line:col messages",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the flow format (for editors)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write it to FILE")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("simulate", parents=[config], help="run a flow as a text conversation")
+    p.add_argument("flow", metavar="FLOW", help="flow name or flow file")
+    p.add_argument(
+        "--script", metavar="FILE", help="caller lines from FILE (exit 0 when the flow ends)"
+    )
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("test", parents=[config], help="run golden conversations")
+    p.add_argument("goldens", nargs="+", metavar="GOLDEN", help="golden files or directories")
+    p.set_defaults(func=cmd_test)
+
+    nlu = sub.add_parser("nlu", help="intent tools")
+    nlu_sub = nlu.add_subparsers(dest="nlu_command", required=True, metavar="COMMAND")
+    p = nlu_sub.add_parser(
+        "export-rasa", parents=[config], help="write Rasa training data from the intent files"
+    )
+    p.add_argument("--out", "-o", default="rasa", metavar="DIR", help="output directory")
+    p.add_argument("--language", default="en")
+    p.set_defaults(func=cmd_export_rasa)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"ivr {args.command}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except FlowError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_PROBLEMS
+    except FileNotFoundError as exc:
+        print(f"ivr {args.command}: {exc.filename}: no such file", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Typed settings: embedded defaults, then an INI file, then `IVR_<SECTION>_<KEY>` variables.
+
+`sip.conf.example` documents every key with its default; this module is the one place those
+defaults live. A wrong value is reported with its place (`sip.conf:12: [http] port: ...` or
+`IVR_HTTP_PORT: ...`) and `ivr serve` refuses to start on it rather than guess.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names where it was written."""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8700
+    public_url: str = ""  # how customers reach us (links in SMS); default http://host:port
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = "sqlite:///data/ivr.sqlite3"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    token: str = ""  # empty: a random token is made at start and printed once
+
+
+@dataclass(frozen=True)
+class FlowsSettings:
+    dialogs: str = "dialogs"  # flows and intents
+    prompts: str = "prompts"  # prompt catalogues
+    chat_flow: str = "bank"  # the flow a new web chat starts
+    reload: bool = True  # watch the files and apply valid edits to new conversations
+
+
+@dataclass(frozen=True)
+class NluSettings:
+    engine: str = "builtin"  # builtin | rasa
+    threshold: float = 0.6  # built-in matcher: below this, no intent
+    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_threshold: float = 0.6  # Rasa answers below this count as no intent
+    rasa_timeout: float = 1.0  # seconds; slower answers fall back to the built-in matcher
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    max_message_bytes: int = 4096
+    idle_timeout: float = 900.0  # seconds a chat may stay silent before it is closed
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    crm: bool = True  # serve the demo customer system at /demo/crm
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    http: HttpSettings = field(default_factory=HttpSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    flows: FlowsSettings = field(default_factory=FlowsSettings)
+    nlu: NluSettings = field(default_factory=NluSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    # Values flows may read as env.NAME (customer-system URLs): free-form, names kept as written.
+    flow_env: Mapping[str, str] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    @property
+    def public_url(self) -> str:
+        return self.http.public_url.rstrip("/") or f"http://{self.http.host}:{self.http.port}"
+
+    def flow_env_with_defaults(self) -> dict[str, str]:
+        """flow_env, with CRM_URL pointing at the built-in demo CRM when not configured."""
+        env = dict(self.flow_env)
+        if self.demo.crm:
+            env.setdefault("CRM_URL", f"{self.public_url}/demo/crm")
+        return env
+
+
+SECTIONS: dict[str, type] = {
+    name: kind
+    for name, kind in get_type_hints(Settings).items()
+    if name not in ("flow_env", "source")
+}
+FREE_SECTION = "flow_env"
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+
+
+def _convert(raw: str, kind: Any, where: str) -> Any:
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        expected = {bool: "yes or no", int: "an integer", float: "a number"}[kind]
+        raise ConfigError(f"{where}: expected {expected}, got {raw!r}") from None
+    return text
+
+
+def _line_of(path: Path, section: str, key: str | None) -> int:
+    """Where `key` of `[section]` (or the section itself) is written: configparser does not
+    keep line numbers."""
+    current = None
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        header = re.match(r"\s*\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip().lower()
+            if key is None and current == section:
+                return number
+        elif key and current == section and re.match(rf"\s*{re.escape(key)}\s*[=:]", line, re.I):
+            return number
+    return 1
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    values: dict[str, dict[str, tuple[str, str]]] = {}  # section -> key -> (raw, where)
+    flow_env: dict[str, str] = {}
+    source = "<defaults>"
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep flow_env names
+        try:
+            parser.read_string(file.read_text(encoding="utf-8"), source=str(file))
+        except FileNotFoundError:
+            raise ConfigError(f"{file}: no such config file") from None
+        except configparser.Error as exc:
+            raise ConfigError(f"{file}: {exc.message.splitlines()[0]}") from None
+        for section in parser.sections():
+            name = section.strip().lower()
+            if name == FREE_SECTION:
+                flow_env.update(parser[section])
+                continue
+            if name not in SECTIONS:
+                hint = difflib.get_close_matches(name, [*SECTIONS, FREE_SECTION], n=1)
+                raise ConfigError(
+                    f"{file}:{_line_of(file, name, None)}: unknown section [{section}]"
+                    + (f" (did you mean [{hint[0]}]?)" if hint else "")
+                )
+            for key, raw in parser[section].items():
+                where = f"{file}:{_line_of(file, name, key)}: [{name}] {key}"
+                values.setdefault(name, {})[key.lower()] = (raw, where)
+    for var, raw in environ.items():
+        if not var.startswith("IVR_"):
+            continue
+        rest = var[4:]
+        if rest.upper().startswith("FLOW_ENV_"):
+            flow_env[rest[len("FLOW_ENV_") :]] = raw
+            continue
+        for section in sorted(SECTIONS, key=len, reverse=True):
+            if rest.lower().startswith(section + "_"):
+                values.setdefault(section, {})[rest[len(section) + 1 :].lower()] = (raw, var)
+                break
+    sections: dict[str, Any] = {}
+    for name, kind in SECTIONS.items():
+        hints = get_type_hints(kind)
+        given = values.get(name, {})
+        kwargs: dict[str, Any] = {}
+        for key, (raw, where) in given.items():
+            if key not in hints:
+                hint = difflib.get_close_matches(key, hints, n=1)
+                raise ConfigError(
+                    f"{where}: unknown key"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; [{name}] has: {', '.join(hints)}"
+                )
+            kwargs[key] = _convert(raw, hints[key], where)
+        sections[name] = kind(**kwargs)
+    settings = Settings(**sections, flow_env=flow_env, source=source)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    if not 0 < settings.http.port < 65536:
+        raise ConfigError(f"[http] port: {settings.http.port} is not a TCP port")
+    if settings.nlu.engine not in ("builtin", "rasa"):
+        raise ConfigError(f"[nlu] engine: expected builtin or rasa, got {settings.nlu.engine!r}")
+    if settings.log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f"[log] level: expected debug, info, warning or error, got {settings.log.level!r}"
+        )

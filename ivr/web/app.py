@@ -1,0 +1,132 @@
+"""`ivr serve`: the control plane's aiohttp application and the order its parts live in.
+
+Resources that start and must stop are async context managers registered in `cleanup_ctx`, in
+dependency order (store, HTTP client, flows, child-process supervisor, conversations) and torn
+down in reverse. Later issues add media and speech workers to the supervisor and their channels
+to the conversation service; the web side only routes requests to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from ivr.config import Settings
+from ivr.conversation_service import ConversationService, persister
+from ivr.flow.engine import FlowServices
+from ivr.flow.repository import FlowRepository
+from ivr.metrics import Metrics
+from ivr.speech.nlu.base import IntentClassifier
+from ivr.speech.nlu.factory import build_classifiers
+from ivr.speech.nlu.fallback import FallbackClassifier
+from ivr.store import open_store
+from ivr.web import api, chat, health
+from ivr.web.demo_crm import create_demo_crm
+from ivr.web.errors import json_errors
+from ivr.web.keys import (
+    API_TOKEN,
+    CONVERSATIONS,
+    FLOWS,
+    HTTP,
+    METRICS,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+)
+from ivr.workers.supervisor import Supervisor
+
+log = logging.getLogger("ivr.serve")
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    async with open_store(app[SETTINGS].store.url) as store:
+        app[STORE] = store
+        yield
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[HTTP] = session
+        yield
+
+
+async def _flows(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    repo = FlowRepository(
+        [Path(settings.flows.dialogs), Path(settings.flows.prompts)],
+        settings.flow_env_with_defaults(),
+    )
+    repo.load()
+    app[METRICS].flows_version.set_function(lambda: repo.version)
+    app[METRICS].flow_reloads_refused.set_function(lambda: repo.refusals)
+    app[FLOWS] = repo
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(repo.watch(stop)) if settings.flows.reload else None
+    yield
+    stop.set()
+    if watcher is not None:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _supervisor(app: web.Application) -> AsyncIterator[None]:
+    async with Supervisor() as supervisor:
+        app[SUPERVISOR] = supervisor
+        yield
+
+
+async def _conversations(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    repo = app[FLOWS]
+    classifiers: dict[str, IntentClassifier] = {}
+
+    def rebuild(flow_set: object) -> None:
+        if repo.current is not None:
+            classifiers.clear()
+            classifiers.update(build_classifiers(repo.current.intents, settings.nlu, app[HTTP]))
+
+    rebuild(None)
+    repo.on_change(rebuild)
+    metrics = app[METRICS]
+    metrics.nlu_fallbacks.set_function(
+        lambda: sum(c.fallbacks for c in classifiers.values() if isinstance(c, FallbackClassifier))
+    )
+    services = FlowServices(
+        persist=persister(app[STORE]),
+        http=app[HTTP],
+        nlu=classifiers.get,
+        env=settings.flow_env_with_defaults(),
+        observers=[metrics],
+    )
+    service = ConversationService(repo, app[STORE], services)
+    metrics.live_conversations.set_function(lambda: service.live_count)
+    app[CONVERSATIONS] = service
+    yield
+    await service.close()
+
+
+def create_app(settings: Settings, api_token: str | None = None) -> web.Application:
+    app = web.Application(middlewares=[json_errors, api.require_token], client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[API_TOKEN] = api_token or settings.api.token or secrets.token_urlsafe(24)
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.extend([_store, _http_client, _flows, _supervisor, _conversations])
+    health.add_routes(app)
+    api.add_routes(app)
+    chat.add_routes(app)
+    app.router.add_get("/", _home)
+    if settings.demo.crm:
+        app.add_subapp("/demo/crm", create_demo_crm())
+    return app
+
+
+async def _home(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/chat")

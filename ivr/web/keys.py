@@ -1,0 +1,22 @@
+"""Typed application keys: what the web handlers may reach in the app."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from ivr.config import Settings
+from ivr.conversation_service import ConversationService
+from ivr.flow.repository import FlowRepository
+from ivr.metrics import Metrics
+from ivr.store import ConversationStore
+from ivr.workers.supervisor import Supervisor
+
+SETTINGS = web.AppKey("settings", Settings)
+API_TOKEN = web.AppKey("api_token", str)
+METRICS = web.AppKey("metrics", Metrics)
+STORE = web.AppKey("store", ConversationStore)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+FLOWS = web.AppKey("flows", FlowRepository)
+CONVERSATIONS = web.AppKey("conversations", ConversationService)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian packages the product and its tests need, only those that are missing.
+# Fast when everything is there (no apt call at all). Needs root (or sudo) to install.
+#
+#   scripts/ensure-system-packages.sh serve   # what `make serve` needs
+#   scripts/ensure-system-packages.sh test    # what `make test` needs (real peers too)
+set -euo pipefail
+
+need=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pg() { have_cmd pg_ctl || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; }
+
+# python3 -m venv needs ensurepip, which Debian ships separately.
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+if [[ "${1:-serve}" == "test" ]]; then
+    have_pg || need+=(postgresql)
+fi
+
+if ((${#need[@]} == 0)); then
+    exit 0
+fi
+echo "installing Debian packages: ${need[*]}"
+sudo=""
+if [[ "$(id -u)" != 0 ]]; then
+    have_cmd sudo || { echo "need root to install: ${need[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+# A package cache that was never filled finds nothing: update first.
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
