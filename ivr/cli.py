@@ -39,6 +39,7 @@ def _setup_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from ivr.store import StoreError
     from ivr.web.app import create_app
 
     settings = _settings(args)
@@ -49,15 +50,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not settings.api.token:
         log.warning("no [api] token configured; this run's API token is: %s", app[API_TOKEN])
-    log.info(
-        "serving on %s (chat: %s/chat, health: %s/healthz)",
-        settings.public_url,
-        settings.public_url,
-        settings.public_url,
-    )
+
+    def listening(_banner: str) -> None:  # called by run_app once the socket is bound
+        log.info(
+            "serving on %s (chat: %s/chat, health: %s/healthz)",
+            settings.public_url,
+            settings.public_url,
+            settings.public_url,
+        )
+
     try:
         web.run_app(
-            app, host=settings.http.host, port=settings.http.port, print=None, access_log=None
+            app,
+            host=settings.http.host,
+            port=settings.http.port,
+            print=listening,
+            access_log=None,
         )
     except OSError as exc:
         print(
@@ -65,6 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{exc.strerror or exc}",
             file=sys.stderr,
         )
+        return EXIT_PROBLEMS
+    except StoreError as exc:  # the store could not be opened: no traceback, just why
+        print(f"ivr serve: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
     return EXIT_OK
 

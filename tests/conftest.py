@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.pg_server", "tests.rasa_server"]
+pytest_plugins = ["tests.pg_server", "tests.rasa_server", "tests.serve_fixtures"]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from ivr.flow.loader import load
 from ivr.speech.nlu.base import IntentCatalog
 from ivr.speech.nlu.export import export_rasa
 
@@ -39,6 +40,8 @@ RASA_BIN = RASA_VENV / "bin" / "rasa"
 RASA_TRAIN_TIMEOUT = 180.0
 RASA_START_TIMEOUT = 120.0
 RASA_STOP_TIMEOUT = 15.0
+
+DIALOGS = Path(__file__).resolve().parent.parent / "dialogs"
 
 BANKING_CATALOG = IntentCatalog(
     language="en",
@@ -151,7 +154,16 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 @pytest.fixture(scope="session")
 def banking_catalog() -> IntentCatalog:
-    return BANKING_CATALOG
+    """The product's own intents (dialogs/intents.yaml), as `ivr nlu export-rasa` exports
+    them, plus the test-only examples: one model serves the NLU tests and the flows."""
+    flows, problems = load([DIALOGS / "intents.yaml"])
+    assert not problems, problems
+    product = flows.intents["en"]
+    intents = dict(product.intents)
+    for name, examples in BANKING_CATALOG.intents.items():
+        intents[name] = tuple(dict.fromkeys((*intents.get(name, ()), *examples)))
+    entities = {**BANKING_CATALOG.entities, **product.entities}
+    return IntentCatalog(language="en", intents=intents, entities=entities)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ _CLOSED = object()
 
 class ChatChannel:
     name = "chat"
+    medium = "text"
 
     def __init__(self, send: Send, idle_timeout: float) -> None:
         self._send = send

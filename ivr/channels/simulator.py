@@ -27,6 +27,7 @@ def parse_line(line: str) -> CustomerInput | None:
 
 class SimulatorChannel:
     name = "simulator"
+    medium = "voice"
 
     def __init__(self, read_line: LineSource, output: Callable[[str], None]) -> None:
         self._read_line = read_line

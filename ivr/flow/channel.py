@@ -69,6 +69,7 @@ class TransferTarget:
 
 class Channel(Protocol):
     name: str  # "chat", "sip", "webrtc", "sms", "simulator": shown on the timeline
+    medium: str  # "voice" (heard: calls) or "text" (read: chat, SMS): picks prompt wording
 
     async def say(self, prompt: Prompt) -> None:
         """Deliver `prompt` (voice: play it, barge-in aware; text: send a message)."""

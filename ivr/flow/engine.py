@@ -11,6 +11,7 @@ secure answers are recorded as a placeholder and kept only in `FlowRun.secrets` 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ivr.speech.nlu.base import IntentClassifier
 
 log = logging.getLogger("ivr.flow")
 T = TypeVar("T")
+_TEMPLATE_PART = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 
 DEFAULT_TEXTS = {
     "no_input": "Sorry, I didn't catch that.",
@@ -179,13 +181,14 @@ class FlowRun:
         prompt_id = None
         catalogue = self.flows.prompts.get(self.conv.language, {})
         if is_prompt_id(text) and text in catalogue:
-            prompt_id, text = text, catalogue[text]
+            prompt_id, text = text, catalogue[text].for_medium(self.channel.medium)
         public_context = {**self.context(), "secrets": {}}  # never speak a secret
         try:
             rendered = render_text(text, public_context)
         except TemplateProblem as exc:
+            # Say the words around the broken part rather than template code, and tell ops.
             log.error("flow %s: %s", self.flow.name, exc)
-            rendered = text
+            rendered = _TEMPLATE_PART.sub("", text)
         return Prompt(
             text=rendered.strip(),
             prompt_id=prompt_id,
@@ -264,9 +267,10 @@ class FlowRun:
     def error_step(self, step: m.Step) -> str | None:
         return getattr(step, "on_error", None) or self.flow.header.defaults.on_error
 
-    def give_up(self, target: str | None, why: str) -> StepResult:
+    async def give_up(self, target: str | None, why: str) -> StepResult:
         """Go to `target`, or end the conversation politely when the flow names none."""
         self.system(why)
         if target:
             return Next(target)
+        await self.say(self.default_text("goodbye"))
         return Stop(Status.ENDED, why)

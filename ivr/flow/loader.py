@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
@@ -26,8 +26,11 @@ from ruamel.yaml.error import MarkedYAMLError
 from ivr.flow.model import (
     STEP_KINDS,
     FlowHeader,
-    IntentsDocument,
-    PromptsDocument,
+    IntentDefinition,
+    IntentsHeader,
+    PromptsHeader,
+    PromptText,
+    PromptVariants,
     Step,
 )
 from ivr.flow.problems import Problem
@@ -105,11 +108,12 @@ class FlowSet:
     """Everything the engine needs: flows by name, prompts and intents by language."""
 
     flows: dict[str, Flow] = field(default_factory=dict)
-    prompts: dict[str, dict[str, str]] = field(default_factory=dict)  # lang -> id -> text
+    prompts: dict[str, dict[str, PromptVariants]] = field(default_factory=dict)  # lang -> id
     prompt_sources: dict[tuple[str, str], Problem] = field(default_factory=dict)
     intents: dict[str, IntentCatalog] = field(default_factory=dict)  # lang -> catalogue
     intent_sources: dict[tuple[str, str], Problem] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    broken_flows: set[str] = field(default_factory=set)  # named, but not valid: not "unknown"
 
     def flow_for_number(self, number: str | None) -> Flow | None:
         for flow in self.flows.values():
@@ -175,23 +179,79 @@ def to_plain(node: Any) -> Any:
 
 
 def validate_model(
-    model: type[M], data: Any, doc: SourceDoc, prefix: Sequence[str | int] = ()
-) -> tuple[M | None, list[Problem]]:
-    """Validate `data` with `model`; on failure, one problem per error, placed in the file."""
+    model: Any, data: Any, doc: SourceDoc, prefix: Sequence[str | int] = ()
+) -> tuple[Any, list[Problem]]:
+    """Validate `data` as `model` (a pydantic model or any type, e.g. a union); on failure,
+    one problem per place, written for people and placed in the file."""
     try:
-        return model.model_validate(data), []
+        return _adapter(model).validate_python(data), []
     except ValidationError as exc:
-        return None, [_problem_for(err, model, doc, prefix) for err in exc.errors()]
+        grouped: dict[tuple[Any, ...], list[Any]] = {}
+        for err in exc.errors():
+            err = {**err, "loc": _data_path(data, err["loc"])}
+            grouped.setdefault(err["loc"], []).append(err)
+        return None, [_problem_for(errs, model, doc, prefix) for errs in grouped.values()]
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    if model not in _ADAPTERS:
+        _ADAPTERS[model] = TypeAdapter(model)
+    return _ADAPTERS[model]
+
+
+def _data_path(data: Any, loc: Sequence[Any]) -> tuple[Any, ...]:
+    """The error's location as keys into the data: pydantic adds union member tags
+    ("str", "function-after[...]") that are no key of the document, so drop those."""
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            path.append(part)
+            node = node[part]
+        elif (
+            isinstance(node, dict)
+            and isinstance(part, str)
+            and part.isidentifier()
+            and (part[0].islower())
+            and part not in _UNION_TAGS
+        ):
+            path.append(part)  # a missing or unknown field: the report names it
+            node = None
+    return tuple(path)
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+_SHAPE_ERRORS = {
+    "string_type",
+    "int_type",
+    "int_parsing",
+    "float_type",
+    "float_parsing",
+    "bool_type",
+    "bool_parsing",
+    "dict_type",
+    "list_type",
+    "model_type",
+    "literal_error",
+    "model_attributes_type",
+}
 
 
 def _problem_for(
-    err: Any, model: type[BaseModel], doc: SourceDoc, prefix: Sequence[str | int]
+    errs: list[Any], model: Any, doc: SourceDoc, prefix: Sequence[str | int]
 ) -> Problem:
+    meaningful = [e for e in errs if e["type"] not in _SHAPE_ERRORS]
+    err = meaningful[0] if meaningful else errs[0]
     loc = [*prefix, *err["loc"]]
     kind = err["type"]
     field_name = str(err["loc"][-1]) if err["loc"] else ""
     if kind == "extra_forbidden":
-        allowed = _allowed_fields(model, err["loc"][:-1])
+        allowed = _allowed_fields(_model_in(model), err["loc"][:-1])
         hint = difflib.get_close_matches(field_name, allowed, n=1)
         message = f"unknown field {field_name!r}" + (
             f" (did you mean {hint[0]!r}?)" if hint else f"; expected one of: {', '.join(allowed)}"
@@ -203,8 +263,14 @@ def _problem_for(
             f"missing required field {field_name!r}" + (f" in {where}" if where else ""),
             *loc[:-1],
         )
-    what = ".".join(str(p) for p in err["loc"]) or "document"
-    message = err["msg"].removeprefix("Value error, ")
+    what = ".".join(str(p) for p in loc) or "document"
+    if meaningful:
+        message = err["msg"].removeprefix("Value error, ")
+    else:  # every alternative of a union refused the value's type: say what would do
+        message = " or ".join(
+            dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in errs)
+        )
+        message = f"expected {message}"
     return doc.problem(f"{what}: {message}", *loc)
 
 
@@ -311,6 +377,8 @@ def load(paths: Iterable[Path]) -> tuple[FlowSet, list[Problem]]:
         elif "flow" in root:
             flow, flow_problems = load_flow(doc)
             problems.extend(flow_problems)
+            if flow is None and isinstance(root.get("flow"), str):
+                flow_set.broken_flows.add(str(root["flow"]))
             if flow is not None:
                 if flow.name in flow_docs:
                     problems.append(
@@ -338,14 +406,22 @@ def load(paths: Iterable[Path]) -> tuple[FlowSet, list[Problem]]:
 
 
 def _load_intents(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
-    parsed, problems = validate_model(IntentsDocument, to_plain(doc.root), doc)
-    if parsed is None:
+    raw = to_plain(doc.root)
+    entries = raw.get("intents")
+    header = {k: v for k, v in raw.items() if k != "intents"}
+    parsed, problems = validate_model(IntentsHeader, header, doc)
+    if not isinstance(entries, dict) or not entries:
+        problems.append(doc.problem("'intents' must be a mapping of intent names", "intents"))
+    if parsed is None or problems:
         return problems
     lang = parsed.language
     previous = flow_set.intents.get(lang) or IntentCatalog(language=lang, intents={})
     intents = dict(previous.intents)
-    entities = dict(previous.entities)
-    for name, definition in parsed.intents.items():
+    for name, value in entries.items():
+        definition, entry_problems = validate_model(IntentDefinition, value, doc, ("intents", name))
+        problems.extend(entry_problems)
+        if definition is None:
+            continue
         if name in intents:
             first = flow_set.intent_sources[(lang, name)]
             problems.append(
@@ -359,18 +435,27 @@ def _load_intents(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
             continue
         intents[name] = tuple(definition.examples)
         flow_set.intent_sources[(lang, name)] = doc.problem("", "intents", name, at_key=True)
-    for name, entity in parsed.entities.items():
-        entities[name] = entity.pattern
+    entities = dict(previous.entities)
+    entities.update({name: e.pattern for name, e in parsed.entities.items()})
     flow_set.intents[lang] = IntentCatalog(language=lang, intents=intents, entities=entities)
     return problems
 
 
 def _load_prompts(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
-    parsed, problems = validate_model(PromptsDocument, to_plain(doc.root), doc)
-    if parsed is None:
+    raw = to_plain(doc.root)
+    entries = raw.get("prompts")
+    header = {k: v for k, v in raw.items() if k != "prompts"}
+    parsed, problems = validate_model(PromptsHeader, header, doc)
+    if not isinstance(entries, dict) or not entries:
+        problems.append(doc.problem("'prompts' must be a mapping of prompt ids", "prompts"))
+    if parsed is None or problems:
         return problems
     catalogue = flow_set.prompts.setdefault(parsed.language, {})
-    for prompt_id, text in parsed.prompts.items():
+    for prompt_id, value in entries.items():
+        prompt, entry_problems = validate_model(PromptText, value, doc, ("prompts", prompt_id))
+        problems.extend(entry_problems)
+        if prompt is None:
+            continue
         key = (parsed.language, prompt_id)
         if key in flow_set.prompt_sources:
             first = flow_set.prompt_sources[key]
@@ -384,6 +469,8 @@ def _load_prompts(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
                 )
             )
             continue
-        catalogue[prompt_id] = text
+        catalogue[prompt_id] = (
+            PromptVariants(voice=prompt, text=prompt) if isinstance(prompt, str) else prompt
+        )
         flow_set.prompt_sources[key] = doc.problem("", "prompts", prompt_id, at_key=True)
     return problems

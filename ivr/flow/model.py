@@ -294,15 +294,50 @@ class EntityDefinition(Strict):
     pattern: str
 
 
-class IntentsDocument(Strict):
+class IntentsHeader(Strict):
+    """An intents file without its intents (each is validated on its own)."""
+
     language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    intents: dict[str, IntentDefinition] = Field(min_length=1)
     entities: dict[str, EntityDefinition] = Field(default_factory=dict)
 
 
-class PromptsDocument(Strict):
+class IntentsDocument(IntentsHeader):
+    intents: dict[str, IntentDefinition] = Field(min_length=1)
+
+
+class PromptVariants(Strict):
+    """One prompt worded for each medium: `voice` is heard (calls), `text` is read (chat, SMS).
+    Either may be left out; the other is used then."""
+
+    voice: str | None = Field(None, min_length=1)
+    text: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _needs_one(self) -> PromptVariants:
+        if self.voice is None and self.text is None:
+            raise ValueError("a prompt needs 'voice' or 'text' (or both)")
+        return self
+
+    def for_medium(self, medium: str) -> str:
+        preferred = self.text if medium == "text" else self.voice
+        return preferred or self.voice or self.text or ""
+
+    @property
+    def variants(self) -> list[str]:
+        return [v for v in (self.voice, self.text) if v]
+
+
+PromptText = Annotated[str, Field(min_length=1)] | PromptVariants
+
+
+class PromptsHeader(Strict):
+    """A prompts file without its prompts (each is validated on its own)."""
+
     language: str = Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    prompts: dict[str, str] = Field(min_length=1)
+
+
+class PromptsDocument(PromptsHeader):
+    prompts: dict[str, PromptText] = Field(min_length=1)
 
 
 def action_of(step: Step) -> str:

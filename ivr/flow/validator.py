@@ -227,6 +227,8 @@ class FlowChecker:
             return
         name, target_step, path = ref
         other = self.flow_set.flows.get(name)
+        if other is None and name in self.flow_set.broken_flows:
+            return  # its own errors are reported where it is written
         if other is None:
             self.report(f"unknown flow {name!r}{_hint(name, self.flow_set.flows)}", *here, *path)
         elif target_step and not other.has_step(target_step):
@@ -287,7 +289,9 @@ class FlowChecker:
                     *path,
                 )
                 return
-            text = self.prompts[text]
+            for variant in self.prompts[text].variants:
+                self.check_template(variant, path, expression=False, may_use_secrets=False)
+            return
         self.check_template(text, path, expression=False, may_use_secrets=False)
 
     def check_template(

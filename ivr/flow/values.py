@@ -150,7 +150,8 @@ def parse_answer(
 ) -> Any | None:
     """The slot value for `answer`, or None when it does not fit the expected type."""
     raw = answer.digits if answer.digits is not None else (answer.text or "")
-    if terminator and raw.endswith(terminator):
+    keyed_kind = answer.digits is not None or kind in ("digits", "number", "date")
+    if terminator and keyed_kind and raw.endswith(terminator):
         raw = raw[: -len(terminator)]
     raw = raw.strip()
     if not raw:

@@ -47,7 +47,7 @@ async def run(step: m.AskStep, run: FlowRun) -> StepResult:
 
     value = await run.collect(action.prompt, action, input_spec(action), interpret)
     if value is None:
-        return run.give_up(run.failure_step(step), f"no valid answer for {action.slot!r}")
+        return await run.give_up(run.failure_step(step), f"no valid answer for {action.slot!r}")
     if action.secure:
         run.secrets[action.slot] = str(value)
     else:

@@ -69,6 +69,6 @@ async def run(step: m.HttpStep, run: FlowRun) -> StepResult:
         run.conv.lookups[name] = await fetch_json(run, step.http)
     except LookupFailed as exc:
         run.conv.lookups[name] = None
-        return run.give_up(run.error_step(step), f"lookup {name!r} failed: {exc}")
+        return await run.give_up(run.error_step(step), f"lookup {name!r} failed: {exc}")
     run.system(f"lookup {name!r} done")
     return Next(step.next)

@@ -63,7 +63,7 @@ async def run(step: m.MenuStep, run: FlowRun) -> StepResult:
 
     option = await run.collect(action.prompt, action, input_spec(action, run), interpret)
     if option is None:
-        return run.give_up(run.failure_step(step), "no menu option chosen")
+        return await run.give_up(run.failure_step(step), "no menu option chosen")
     if option.intent:
         run.conv.last_intent = option.intent
     return Next(option.next)

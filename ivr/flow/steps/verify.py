@@ -42,10 +42,10 @@ async def run(step: m.VerifyStep, run: FlowRun) -> StepResult:
     except LookupFailed as exc:
         if exc.status == 404:
             identity.failed_attempts += 1
-            return run.give_up(step.on_failure, "verification failed: no such customer")
-        return run.give_up(run.error_step(step), f"verification lookup failed: {exc}")
+            return await run.give_up(step.on_failure, "verification failed: no such customer")
+        return await run.give_up(run.error_step(step), f"verification lookup failed: {exc}")
     if not isinstance(record, dict) or factor.field not in record or action.id_field not in record:
-        return run.give_up(
+        return await run.give_up(
             run.error_step(step),
             f"verification lookup answer lacks {factor.field!r} or {action.id_field!r}",
         )
@@ -73,6 +73,6 @@ async def run(step: m.VerifyStep, run: FlowRun) -> StepResult:
         identity.failed_attempts += 1
         if attempt < action.attempts - 1 and action.wrong:
             await run.say(action.wrong)
-    return run.give_up(
+    return await run.give_up(
         step.on_failure, f"verification by {method} failed after {action.attempts} attempts"
     )
