@@ -16,6 +16,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ivr.channels.simulator import SimulatorChannel
@@ -53,16 +54,20 @@ LOOP_LINES = ["I lost my card", "one two three four five six seven eight"]
 BANK_LINES = ["12345678", "dtmf:2580#", "what's my balance", "no"]
 
 
+def reader(lines: list[str]) -> Callable[[], Awaitable[str | None]]:
+    feed = iter(lines)
+
+    async def read() -> str | None:
+        return next(feed, None)
+
+    return read
+
+
 async def measure(sim, flow: str, lines: list[str], seconds: float) -> tuple[float, int]:
     turns = runs = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        feed = iter(lines)
-
-        async def read() -> str | None:
-            return next(feed, None)
-
-        outcome = await sim.run(flow, SimulatorChannel(read, lambda text: None))
+        outcome = await sim.run(flow, SimulatorChannel(reader(lines), lambda text: None))
         turns += len(outcome.conversation.timeline)
         runs += 1
     return turns / (time.perf_counter() - started), runs
