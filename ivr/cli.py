@@ -216,7 +216,7 @@ async def _test(settings: Settings, paths: list[Path]) -> int:
     flows = load_flows(settings)
     failed = 0
     files = list(yaml_files(paths))
-    async with simulation(settings, flows) as sim:
+    async with simulation(settings, flows, output=lambda text: None) as sim:
         for path in files:
             golden, problems = load_golden(path)
             if golden is None or problems:

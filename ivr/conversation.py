@@ -6,7 +6,7 @@ stands. It is plain data: no I/O, no channel, no engine. The store persists it a
 channels come and go around it.
 
 Secrets (PINs, anything collected by a `secure` step) never enter this model: they live only in
-the memory of the flow run that asked for them (see `ivr.flow.run.FlowRun.secrets`).
+the memory of the flow run that asked for them (see `ivr.flow.engine.FlowRun.secrets`).
 """
 
 from __future__ import annotations

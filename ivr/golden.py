@@ -192,7 +192,11 @@ def _check_expectations(golden: Golden, outcome: Outcome) -> list[Problem]:
             actual = (conv.handoff or {}).get(key)
             if actual != wanted:
                 fail(f"handoff.{key} is {actual!r}, expected {wanted!r}", "handoff", key)
-    stored = json.dumps(conv.to_dict()) + json.dumps([t.to_dict() for t in conv.timeline])
+    # What people can read (timestamps and ids are left out: digits match there by chance).
+    stored = json.dumps(
+        [[t.text, t.meta] for t in conv.timeline]
+        + [conv.slots, conv.lookups, conv.profile, conv.contact, conv.handoff]
+    )
     for secret in expect.get("never_said") or []:
         if str(secret) in stored:
             fail(f"{secret!r} appears in the stored conversation", "never_said")

@@ -20,10 +20,29 @@ from ivr.conversation import Conversation
 from ivr.flow.channel import Channel
 from ivr.flow.engine import FlowRun, FlowServices, Stop
 from ivr.flow.loader import FlowSet
+from ivr.flow.model import EscalateAction
 from ivr.flow.problems import FlowError, errors_in
 from ivr.flow.validator import validate
 from ivr.speech.nlu.factory import build_classifiers
 from ivr.web.demo_crm import create_demo_crm
+
+SIMULATED_CALLER = "+15550100"  # the caller id a simulated call presents
+
+
+class PrintingHandoff:
+    """Stands for the queues and the SMS gateway in a simulation: says what they would do."""
+
+    def __init__(self, output: Callable[[str], None] = print) -> None:
+        self.output = output
+        self.sent: list[tuple[str, str | None]] = []
+
+    async def transfer(self, conv: Conversation, target: object) -> None:
+        return None  # the channel prints the transfer itself
+
+    async def escalate(self, conv: Conversation, action: EscalateAction, to: str | None) -> None:
+        self.sent.append((action.channel, to))
+        where = f" to {to}" if to else ""
+        self.output(f"[{action.channel}{where}: a link to continue conversation {conv.id}]")
 
 
 @dataclass
@@ -59,13 +78,17 @@ class Simulation:
     async def run(self, flow_name: str, channel: Channel) -> Outcome:
         flow = self.flows.flows[flow_name]
         conv = Conversation.start(flow.name, flow.header.start, flow.header.language)
+        conv.contact["phone"] = SIMULATED_CALLER
         stop = await FlowRun(self.flows, conv, channel, self.services).run()
         return Outcome(conv, stop)
 
 
 @contextlib.asynccontextmanager
 async def simulation(
-    settings: Settings, flows: FlowSet, persist: Callable | None = None
+    settings: Settings,
+    flows: FlowSet,
+    persist: Callable | None = None,
+    output: Callable[[str], None] = print,
 ) -> AsyncIterator[Simulation]:
     env = dict(settings.flow_env)
     async with contextlib.AsyncExitStack() as stack:
@@ -82,6 +105,7 @@ async def simulation(
             http=session,
             nlu=classifiers.get,
             env=env,
+            handoff=PrintingHandoff(output),
         )
         yield Simulation(flows, services)
 

@@ -10,6 +10,8 @@ secure answers are recorded as a placeholder and kept only in `FlowRun.secrets` 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -23,8 +25,7 @@ from ivr.conversation import SECURE_PLACEHOLDER, Conversation, Role, Status, Tur
 from ivr.flow import model as m
 from ivr.flow.channel import Channel, ChannelClosed, CustomerInput, InputSpec, Prompt
 from ivr.flow.loader import Flow, FlowSet
-from ivr.flow.templates import TemplateProblem, context_for, render_text
-from ivr.flow.validator import is_prompt_id
+from ivr.flow.templates import TemplateProblem, context_for, is_prompt_id, render_text
 from ivr.speech.nlu.base import IntentClassifier
 
 log = logging.getLogger("ivr.flow")
@@ -35,6 +36,7 @@ DEFAULT_TEXTS = {
     "no_input": "Sorry, I didn't catch that.",
     "no_match": "Sorry, I didn't understand that.",
     "goodbye": "Goodbye.",
+    "error": "Sorry, something went wrong on our side. Please try again later.",
 }
 
 
@@ -131,7 +133,6 @@ class FlowRun:
                 elif isinstance(result, Jump):
                     self.conv.position.flow = result.flow
                     self.conv.position.step = result.step
-                    self.conv.flow = result.flow
                 else:
                     self.conv.status = result.status
                 await self.persist()
@@ -145,14 +146,27 @@ class FlowRun:
             await self.persist()
             self._ended(self.conv.status)
             return Stop(self.conv.status, "customer left")
+        except Exception:
+            # A fault of ours (or of a flow the validator could not judge): record it, tell
+            # the customer, keep what was said. The conversation stays where it stood.
+            log.exception(
+                "conversation %s stopped by an error at step %s",
+                self.conv.id,
+                self.conv.position.step,
+            )
+            self.system("the conversation stopped because of an internal error")
+            await self.persist()
+            with contextlib.suppress(Exception):
+                await self.channel.say(self.prompt(DEFAULT_TEXTS["error"]))
+                await self.channel.end("error")
+            self._ended(self.conv.status)
+            return Stop(self.conv.status, "internal error")
 
     def _current_step(self) -> m.Step:
         pos = self.conv.position
         flow = self.flows.flows.get(pos.flow)
         if flow is None:  # the flow was removed since this conversation was stored
-            flow = self.flows.flows.get(self.conv.flow)
-            if flow is None:
-                raise LookupError(f"flow {pos.flow!r} no longer exists")
+            raise LookupError(f"flow {pos.flow!r} no longer exists")
         step = flow.steps.get(pos.step)
         if step is None:
             self.system(
@@ -167,7 +181,8 @@ class FlowRun:
             observer.on_end(self.conv, status)
 
     async def persist(self) -> None:
-        await self.services.persist(self.conv)
+        # Shielded: a run cancelled by a channel takeover still completes the save it began.
+        await asyncio.shield(self.services.persist(self.conv))
 
     # ------------------------------------------------------------------ helpers for steps
 

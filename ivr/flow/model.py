@@ -120,6 +120,11 @@ class VerifyAction(Strict):
     id_field: str = Field("id", description="Field of the lookup result that names the customer")
     factor: VerifyFactor
     attempts: int = Field(3, ge=1, le=10, description="Wrong answers allowed before failure")
+    keep: list[str] | None = Field(
+        None,
+        description="Fields of the customer record to keep (default: all but the factor); "
+        "leave out other secrets such as security answers",
+    )
     wrong: Text | None = Field(None, description="Said after a wrong answer")
 
 

@@ -17,20 +17,57 @@ Validation compiles every template once and checks each name and each `slots.x`,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ivr.conversation import Conversation
 
 KNOWN_ROOTS = ("slots", "customer", "lookups", "intent", "conversation", "env", "secrets")
 MAX_RENDERED = 4096
 
-_env = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+MAX_PRODUCT = 10_000  # longest string or list a template may build with * (and ** bound)
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox (no `.update()` on the conversation's data), with `*` and
+    `**` bounded so an expression cannot build a gigabyte string or a huge integer."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+            raise SecurityError("exponent too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_PRODUCT:
+                    raise SecurityError("result too large")
+        return super().call_binop(context, operator, left, right)
+
+
+class Trusted(str):
+    """A value from the operator's config (env.*): inserted into URLs as it is."""
+
+
+def _url_part(value: Any) -> str:
+    """Everything customer-provided is quoted in a URL, so an answer cannot add `../`, `?`
+    or `#` to the path of a customer-system request."""
+    return value if isinstance(value, Trusted) else quote(str(value), safe="")
+
+
+_env = _Sandbox(undefined=ChainableUndefined, autoescape=False)
+# Lookups: a name that is not defined is an error (the request is not sent half-filled).
+_strict_env = _Sandbox(undefined=StrictUndefined, autoescape=False)
+_url_env = _Sandbox(undefined=StrictUndefined, autoescape=False, finalize=_url_part)
+_TEXT_ENVS = {"text": _env, "strict": _strict_env, "url": _url_env}
 
 
 class TemplateProblem(ValueError):
@@ -47,9 +84,17 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
+PROMPT_ID = re.compile(r"^[a-z][a-z0-9_.\-]*$")
+
+
+def is_prompt_id(text: str) -> bool:
+    """A bare identifier names a prompt; anything with spaces or punctuation is literal text."""
+    return bool(PROMPT_ID.match(text)) and not is_template(text)
+
+
 @lru_cache(maxsize=4096)
-def _compiled_text(source: str) -> Any:
-    return _env.from_string(source)
+def _compiled_text(source: str, mode: str) -> Any:
+    return _TEXT_ENVS[mode].from_string(source)
 
 
 @lru_cache(maxsize=4096)
@@ -88,13 +133,24 @@ def names_used(tree: nodes.Template) -> Iterator[NameUse]:
             yield NameUse(name.name, None)
 
 
-def render_text(source: str, context: dict[str, Any]) -> str:
+def _why(exc: Exception) -> str:
+    """Why a template failed, for logs and the timeline. The sandbox's refusals and undefined
+    names explain themselves without values; other errors may quote a value (a secret,
+    perhaps), so only their kind is told."""
+    if isinstance(exc, SecurityError | UndefinedError):
+        return f"{exc.__class__.__name__}: {exc}"
+    return exc.__class__.__name__
+
+
+def render_text(source: str, context: dict[str, Any], mode: str = "text") -> str:
+    """Render a text. `mode`: "text" (spoken; unknown names render empty), "strict" (unknown
+    names are an error) or "url" (strict, and every non-config value URL-quoted)."""
     if not is_template(source):
         return source
     try:
-        rendered = _compiled_text(source).render(context)
-    except Exception as exc:  # a sandbox violation or a type error in the author's template
-        raise TemplateProblem(f"cannot render {source!r}: {exc}") from None
+        rendered = _compiled_text(source, mode).render(context)
+    except Exception as exc:  # a sandbox refusal, an undefined name, or the author's type error
+        raise TemplateProblem(f"cannot render {source!r}: {_why(exc)}") from None
     return rendered[:MAX_RENDERED]
 
 
@@ -102,13 +158,13 @@ def evaluate(source: str, context: dict[str, Any]) -> Any:
     try:
         return _compiled_expression(source)(**context)
     except Exception as exc:
-        raise TemplateProblem(f"cannot evaluate {source!r}: {exc}") from None
+        raise TemplateProblem(f"cannot evaluate {source!r}: {_why(exc)}") from None
 
 
 def render_value(value: Any, context: dict[str, Any]) -> Any:
-    """Render every string inside a JSON-like value (an http body)."""
+    """Render every string inside a JSON-like value (an http body), strictly."""
     if isinstance(value, str):
-        return render_text(value, context)
+        return render_text(value, context, "strict")
     if isinstance(value, list):
         return [render_value(v, context) for v in value]
     if isinstance(value, dict):
@@ -141,6 +197,6 @@ def context_for(
             "language": conv.language,
             "contact": dict(conv.contact),
         },
-        "env": dict(env),
+        "env": {name: Trusted(value) for name, value in env.items()},
         "secrets": dict(secrets or {}),
     }

@@ -8,7 +8,6 @@ step defines, secure answers that would be spoken. Each problem points at the li
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +15,16 @@ from pathlib import Path
 from ivr.flow import model as m
 from ivr.flow.loader import Flow, FlowSet, load
 from ivr.flow.problems import Problem, Severity
-from ivr.flow.templates import KNOWN_ROOTS, TemplateProblem, is_template, names_used, parse
+from ivr.flow.templates import (
+    KNOWN_ROOTS,
+    TemplateProblem,
+    is_prompt_id,
+    is_template,
+    names_used,
+    parse,
+)
 
-PROMPT_ID = re.compile(r"^[a-z][a-z0-9_.\-]*$")
 CONVERSATION_FIELDS = ("id", "channel", "channels", "language", "contact")
-
-
-def is_prompt_id(text: str) -> bool:
-    """A bare identifier names a prompt; anything with spaces or punctuation is literal text."""
-    return bool(PROMPT_ID.match(text)) and not is_template(text)
 
 
 def _hint(name: str, choices: Iterable[str]) -> str:

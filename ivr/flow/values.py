@@ -6,6 +6,7 @@ flow asks for "an 8-digit account number" once and every channel understands the
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -93,6 +94,16 @@ def spoken_digits(text: str) -> str:
 
 
 def spoken_number(text: str) -> float | int | None:
+    """A number said or typed; None when it is not one, or not a finite one."""
+    value = _spoken_number(text)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int) and abs(value) > 10**18:
+        return None
+    return value
+
+
+def _spoken_number(text: str) -> float | int | None:
     cleaned = text.replace(",", "").strip()
     if re.fullmatch(r"-?\d+", cleaned):
         return int(cleaned)

@@ -2,7 +2,7 @@
 
 The conversation keeps its identity and slots and records where it will resume; the handoff
 (SMS gateway, signed link) sends the customer on their way. Without a handoff configured the
-step still records the request, so nothing the customer said is lost.
+step does not pretend: it goes to the flow's error branch (`on_error`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import logging
 
 from ivr.conversation import Status
 from ivr.flow import model as m
-from ivr.flow.engine import FlowRun, Stop
+from ivr.flow.engine import FlowRun, StepResult, Stop
 from ivr.flow.templates import TemplateProblem, evaluate
 
 log = logging.getLogger("ivr.flow")
 
 
-async def run(step: m.EscalateStep, run: FlowRun) -> Stop:
+async def run(step: m.EscalateStep, run: FlowRun) -> StepResult:
     action = step.escalate
     resume = action.resume or step.next or run.flow.header.start
     to = run.conv.contact.get("phone")
@@ -26,13 +26,18 @@ async def run(step: m.EscalateStep, run: FlowRun) -> Stop:
             to = str(evaluate(action.to, run.context()) or "") or to
         except TemplateProblem as exc:
             log.error("flow %s: escalate.to: %s", run.flow.name, exc)
+    handoff = run.services.handoff
+    if handoff is None or (action.channel == "sms" and not to):
+        why = "no SMS gateway or chat link service" if handoff is None else "no phone number"
+        return await run.give_up(
+            run.error_step(step), f"cannot continue by {action.channel}: {why}"
+        )
     if action.say:
         await run.say(action.say)
     run.conv.position.step = resume
     run.conv.handoff = {"kind": "escalation", "channel": action.channel, "resume": resume}
     run.system(f"continuing by {action.channel}; resumes at {resume!r}")
-    if run.services.handoff is not None:
-        await run.services.handoff.escalate(run.conv, action, to)
+    await handoff.escalate(run.conv, action, to)
     return Stop(
         Status.ESCALATED, f"continues by {action.channel}", close_channel=not action.keep_call
     )

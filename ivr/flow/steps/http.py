@@ -26,6 +26,17 @@ class LookupFailed(Exception):
         self.status = status
 
 
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise LookupFailed("answer larger than 1 MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def fetch_json(run: FlowRun, action: m.HttpAction) -> Any:
     """Perform the request described by `action`; its JSON answer or LookupFailed."""
     session = run.services.http
@@ -33,8 +44,8 @@ async def fetch_json(run: FlowRun, action: m.HttpAction) -> Any:
         raise LookupFailed("no HTTP client configured")
     context = run.context()
     try:
-        url = render_text(action.url, context)
-        headers = {k: render_text(v, context) for k, v in action.headers.items()}
+        url = render_text(action.url, context, "url")
+        headers = {k: render_text(v, context, "strict") for k, v in action.headers.items()}
         body = render_value(action.body, context) if action.body is not None else None
     except TemplateProblem as exc:
         raise LookupFailed(str(exc)) from None
@@ -46,17 +57,16 @@ async def fetch_json(run: FlowRun, action: m.HttpAction) -> Any:
             json=body,
             timeout=aiohttp.ClientTimeout(total=action.timeout),
         ) as response:
-            raw = await response.content.read(MAX_BODY + 1)
             if response.status >= 400:
                 raise LookupFailed(f"HTTP {response.status}", response.status)
+            raw = await _read_capped(response)
     except TimeoutError:
         raise LookupFailed(f"timed out after {action.timeout:g} s") from None
     except (aiohttp.ClientError, asyncio.CancelledError, ValueError) as exc:
         if isinstance(exc, asyncio.CancelledError):
             raise
-        raise LookupFailed(f"request failed: {exc.__class__.__name__}: {exc}") from None
-    if len(raw) > MAX_BODY:
-        raise LookupFailed("answer larger than 1 MiB")
+        # The class only: aiohttp's messages may quote the URL, which may carry a secret.
+        raise LookupFailed(f"request failed: {exc.__class__.__name__}") from None
     try:
         return json.loads(raw) if raw.strip() else None
     except (ValueError, UnicodeDecodeError):

@@ -15,6 +15,7 @@ async def run_goto(step: m.GotoStep, run: FlowRun) -> StepResult:
     if isinstance(step.goto, str):
         return Next(step.goto)
     target = run.flows.flows[step.goto.flow]
+    run.conv.flow = target.name  # handed over for good (a `call` returns, so it does not)
     return Jump(target.name, step.goto.step or target.header.start)
 
 

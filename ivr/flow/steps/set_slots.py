@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from ivr.flow import model as m
@@ -13,6 +14,8 @@ log = logging.getLogger("ivr.flow")
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # inf and NaN cannot be stored
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list | tuple):

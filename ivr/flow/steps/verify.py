@@ -50,7 +50,11 @@ async def run(step: m.VerifyStep, run: FlowRun) -> StepResult:
             f"verification lookup answer lacks {factor.field!r} or {action.id_field!r}",
         )
     expected = record[factor.field]
-    kept = {k: v for k, v in record.items() if k != factor.field}
+    kept = {
+        k: v
+        for k, v in record.items()
+        if k != factor.field and (action.keep is None or k in action.keep or k == action.id_field)
+    }
 
     async def interpret(answer: CustomerInput) -> Any | None:
         return parse_answer(
@@ -71,8 +75,11 @@ async def run(step: m.VerifyStep, run: FlowRun) -> StepResult:
             run.system(f"customer verified by {method}")
             return Next(step.on_success)
         identity.failed_attempts += 1
-        if attempt < action.attempts - 1 and action.wrong:
-            await run.say(action.wrong)
+        if attempt < action.attempts - 1:
+            if value is None:  # nothing usable was said: not a wrong PIN
+                await run.say(factor.no_match or run.default_text("no_match"))
+            elif action.wrong:
+                await run.say(action.wrong)
     return await run.give_up(
         step.on_failure, f"verification by {method} failed after {action.attempts} attempts"
     )
