@@ -55,6 +55,7 @@ class ConversationService:
         self.store = store
         self.services = services
         self._live: dict[str, LiveRun] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def start(
         self, channel: Channel, flow_name: str, contact: dict[str, str] | None = None
@@ -68,21 +69,25 @@ class ConversationService:
         return self._run(conv, channel)
 
     async def resume(self, conversation_id: str, channel: Channel) -> LiveRun:
-        """Continue a conversation on `channel` at its stored step (taking it from any other)."""
-        live = self._live.get(conversation_id)
-        if live is not None:
-            live.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await live.task
-            conv = live.conv
-        else:
-            loaded = await self.store.get(conversation_id)
-            if loaded is None:
-                raise KeyError(conversation_id)
-            conv = loaded
-        if conv.status is Status.ENDED:
-            raise ValueError(f"conversation {conversation_id} has ended")
-        return self._run(conv, channel)
+        """Continue a conversation on `channel` at its stored step (taking it from any other).
+
+        Takeovers of one conversation are serialised, so it never has two live runs."""
+        lock = self._locks.setdefault(conversation_id, asyncio.Lock())
+        async with lock:
+            live = self._live.get(conversation_id)
+            if live is not None:
+                live.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await live.task
+                conv = live.conv
+            else:
+                loaded = await self.store.get(conversation_id)
+                if loaded is None:
+                    raise KeyError(conversation_id)
+                conv = loaded
+            if conv.status is Status.ENDED:
+                raise ValueError(f"conversation {conversation_id} has ended")
+            return self._run(conv, channel)
 
     def _run(self, conv: Conversation, channel: Channel) -> LiveRun:
         run = FlowRun(self.flows.require(), conv, channel, self.services)
@@ -95,6 +100,9 @@ class ConversationService:
     def _finished(self, live: LiveRun, task: asyncio.Task[Stop]) -> None:
         if self._live.get(live.conv.id) is live:
             del self._live[live.conv.id]
+            lock = self._locks.get(live.conv.id)
+            if lock is not None and not lock.locked():
+                del self._locks[live.conv.id]
         if not task.cancelled() and task.exception() is not None:
             log.error(
                 "conversation %s stopped by an error", live.conv.id, exc_info=task.exception()

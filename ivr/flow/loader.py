@@ -12,6 +12,7 @@ entity patterns), `prompts:` (prompt texts of one language).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,7 +437,15 @@ def _load_intents(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
         intents[name] = tuple(definition.examples)
         flow_set.intent_sources[(lang, name)] = doc.problem("", "intents", name, at_key=True)
     entities = dict(previous.entities)
-    entities.update({name: e.pattern for name, e in parsed.entities.items()})
+    for name, entity in parsed.entities.items():
+        try:
+            re.compile(entity.pattern)
+        except re.error as exc:
+            problems.append(
+                doc.problem(f"entity {name!r}: bad pattern: {exc}", "entities", name, "pattern")
+            )
+            continue
+        entities[name] = entity.pattern
     flow_set.intents[lang] = IntentCatalog(language=lang, intents=intents, entities=entities)
     return problems
 

@@ -34,34 +34,54 @@ class FlowRepository:
         self._listeners: list[Callable[[FlowSet], None]] = []
 
     def on_change(self, listener: Callable[[FlowSet], None]) -> None:
+        """Called with each new set before it is adopted; raising refuses the set."""
         self._listeners.append(listener)
 
-    def load(self) -> bool:
-        """Validate the files; adopt them when clean. False (and the old set kept) otherwise."""
-        flow_set, problems = validate([p for p in self.paths if p.exists()], self.env_keys)
-        self.problems = problems
+    def _validate(self) -> tuple[FlowSet | None, list[Problem]]:
+        """Pure: read and check the files (safe to run in a thread)."""
+        try:
+            return validate([p for p in self.paths if p.exists()], self.env_keys)
+        except Exception as exc:  # e.g. RecursionError from absurdly nested YAML
+            log.exception("flows could not be read")
+            where = str(self.paths[0]) if self.paths else "-"
+            return None, [Problem(where, 1, 1, f"cannot read the flows: {exc.__class__.__name__}")]
+
+    def _adopt(self, flow_set: FlowSet | None, problems: list[Problem]) -> bool:
         errors = errors_in(problems)
-        if errors:
+        if flow_set is not None and not errors and not flow_set.flows:
+            where = str(self.paths[0]) if self.paths else "-"
+            errors = problems = [*problems, Problem(where, 1, 1, "no flow found")]
+        if flow_set is not None and not errors:
+            try:  # what depends on the flows (the intent classifiers) must accept them too
+                for listener in self._listeners:
+                    listener(flow_set)
+            except Exception as exc:
+                log.exception("flows refused by a listener")
+                errors = problems = [*problems, Problem("-", 1, 1, f"cannot use the flows: {exc}")]
+                if self.current is not None:  # restore what depends on the last good set
+                    for listener in self._listeners:
+                        listener(self.current)
+        self.problems = problems
+        if flow_set is None or errors:
             self.refusals += 1
             for problem in errors:
                 log.error("flow refused: %s", problem)
             if self.current is not None:
                 log.error("still serving the last good flows (version %d)", self.version)
             return False
-        if not flow_set.flows:
-            self.problems = [
-                Problem(str(self.paths[0]) if self.paths else "-", 1, 1, "no flow found")
-            ]
-            log.error("no flow found under %s", ", ".join(map(str, self.paths)))
-            self.refusals += 1
-            return False
         self.current = flow_set
         self.version += 1
         self.loaded_at = time.time()
         log.info("flows loaded (version %d): %s", self.version, ", ".join(flow_set.flows))
-        for listener in self._listeners:
-            listener(flow_set)
         return True
+
+    def load(self) -> bool:
+        """Validate the files; adopt them when clean. False (and the old set kept) otherwise."""
+        return self._adopt(*self._validate())
+
+    async def reload(self) -> bool:
+        """`load`, with the reading and checking off the event loop."""
+        return self._adopt(*await asyncio.to_thread(self._validate))
 
     def require(self) -> FlowSet:
         if self.current is None:
@@ -77,7 +97,7 @@ class FlowRepository:
             *existing, stop_event=stop, debounce=200, step=50, recursive=True
         ):
             if any(Path(path).suffix in YAML_SUFFIXES for _, path in changes):
-                self.load()
+                await self.reload()
 
     def status(self) -> dict[str, object]:
         return {

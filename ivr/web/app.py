@@ -21,6 +21,7 @@ from aiohttp import web
 from ivr.config import Settings
 from ivr.conversation_service import ConversationService, persister
 from ivr.flow.engine import FlowServices
+from ivr.flow.loader import FlowSet
 from ivr.flow.repository import FlowRepository
 from ivr.metrics import Metrics
 from ivr.speech.nlu.base import IntentClassifier
@@ -88,12 +89,13 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
     repo = app[FLOWS]
     classifiers: dict[str, IntentClassifier] = {}
 
-    def rebuild(flow_set: object) -> None:
-        if repo.current is not None:
-            classifiers.clear()
-            classifiers.update(build_classifiers(repo.current.intents, settings.nlu, app[HTTP]))
+    def rebuild(flow_set: FlowSet) -> None:
+        fresh = build_classifiers(flow_set.intents, settings.nlu, app[HTTP])
+        classifiers.clear()
+        classifiers.update(fresh)
 
-    rebuild(None)
+    if repo.current is not None:
+        rebuild(repo.current)
     repo.on_change(rebuild)
     metrics = app[METRICS]
     metrics.nlu_fallbacks.set_function(
