@@ -7,11 +7,13 @@ defaults live. A wrong value is reported with its place (`sip.conf:12: [http] po
 
 from __future__ import annotations
 
+import ast
 import configparser
+import contextlib
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -157,8 +159,11 @@ def load_settings(
             parser.read_string(file.read_text(encoding="utf-8"), source=str(file))
         except FileNotFoundError:
             raise ConfigError(f"{file}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{file}: cannot read the config file: {reason}") from None
         except configparser.Error as exc:
-            raise ConfigError(f"{file}: {exc.message.splitlines()[0]}") from None
+            raise ConfigError(f"{file}:{_syntax_problem(exc)}") from None
         for section in parser.sections():
             name = section.strip().lower()
             if name == FREE_SECTION:
@@ -200,16 +205,39 @@ def load_settings(
             kwargs[key] = _convert(raw, hints[key], where)
         sections[name] = kind(**kwargs)
     settings = Settings(**sections, flow_env=flow_env, source=source)
-    _check(settings)
+    places = {
+        (name, key): where for name, given in values.items() for key, (_, where) in given.items()
+    }
+    _check(settings, lambda section, key: places.get((section, key), f"[{section}] {key}"))
     return settings
 
 
-def _check(settings: Settings) -> None:
+def _syntax_problem(exc: configparser.Error) -> str:
+    """`line: what` for configparser's errors (which keep the line only in their attributes)."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"{exc.lineno}: {exc.line.strip()!r} comes before any [section]"
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        lineno, line = exc.errors[0]  # the line as repr() gives it
+        with contextlib.suppress(ValueError, SyntaxError):
+            line = ast.literal_eval(line)
+        return f"{lineno}: cannot read {str(line).strip()!r}: expected key = value, or a [section]"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"{exc.lineno}: [{exc.section}] {exc.option} is given twice"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"{exc.lineno}: [{exc.section}] is given twice"
+    return f" {exc.message.splitlines()[0]}"
+
+
+def _check(settings: Settings, where: Callable[[str, str], str]) -> None:
+    """Values of the right type but out of range; `where` names the line or variable."""
     if not 0 < settings.http.port < 65536:
-        raise ConfigError(f"[http] port: {settings.http.port} is not a TCP port")
+        raise ConfigError(f"{where('http', 'port')}: {settings.http.port} is not a TCP port")
     if settings.nlu.engine not in ("builtin", "rasa"):
-        raise ConfigError(f"[nlu] engine: expected builtin or rasa, got {settings.nlu.engine!r}")
+        raise ConfigError(
+            f"{where('nlu', 'engine')}: expected builtin or rasa, got {settings.nlu.engine!r}"
+        )
     if settings.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(
-            f"[log] level: expected debug, info, warning or error, got {settings.log.level!r}"
+            f"{where('log', 'level')}: expected debug, info, warning or error, "
+            f"got {settings.log.level!r}"
         )

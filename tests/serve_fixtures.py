@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from ruamel.yaml import YAML
 
 from ivr.config import (
     ApiSettings,
@@ -43,6 +44,36 @@ FRAME_TIMEOUT_S = 5.0
 # The demo CRM's customers (ivr/web/demo_crm.py).
 ALICE = {"account": "12345678", "pin": "2580", "name": "Alice"}
 BOB = {"account": "87654321", "pin": "9876", "name": "Bob"}
+
+
+def prompt_text(prompts_dir: Path, prompt_id: str, medium: str = "text") -> str:
+    """What the catalogue in `prompts_dir` says for `prompt_id` on a text channel."""
+    catalogue = YAML(typ="safe").load((prompts_dir / "en.yaml").read_text(encoding="utf-8"))
+    entry = catalogue["prompts"][prompt_id]
+    if isinstance(entry, str):
+        return entry
+    return entry.get(medium) or entry["voice"]
+
+
+def texts_in(value: Any) -> list[str]:
+    """Every text a JSON document shows (keys, strings, whole numbers), but ids and times:
+    those are random digits that may hold any four in a row."""
+    if isinstance(value, dict):
+        return [
+            text
+            for key, item in value.items()
+            for text in [str(key), *([] if key in ("id", "ts") else texts_in(item))]
+        ]
+    if isinstance(value, list):
+        return [text for item in value for text in texts_in(item)]
+    if isinstance(value, bool | float) or value is None:
+        return []
+    return [str(value)]
+
+
+def assert_never_shows(secret: str, document: Any) -> None:
+    shown = [text for text in texts_in(document) if secret in text]
+    assert shown == [], f"{secret!r} shown in {shown}"
 
 
 def free_port() -> int:
@@ -74,8 +105,9 @@ async def wait_until(
 class Chat:
     """A web-chat customer on a real websocket. Every frame received is kept in `frames`."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, prompts_dir: Path) -> None:
         self.ws = ws
+        self.prompts_dir = prompts_dir
         self.frames: list[dict[str, Any]] = []
         self.conversation_id: str | None = None
 
@@ -146,6 +178,14 @@ class Chat:
         """A bot frame that waits for the customer's answer."""
         return await self.expect("bot", pattern, expects_answer=True, **fields)
 
+    def prompt(self, prompt_id: str) -> str:
+        """The text a chat shows for a prompt of the served catalogue."""
+        return prompt_text(self.prompts_dir, prompt_id)
+
+    async def expect_prompt(self, prompt_id: str, **fields: Any) -> dict[str, Any]:
+        """A bot frame saying exactly the catalogue's prompt `prompt_id`."""
+        return await self.expect("bot", f"^{re.escape(self.prompt(prompt_id))}$", **fields)
+
     async def expect_error(self, pattern: str | None = None) -> dict[str, Any]:
         return await self.expect("error", pattern)
 
@@ -196,7 +236,7 @@ class Served:
         ws = await self.session.ws_connect(
             self.url + "/chat/ws", timeout=aiohttp.ClientWSTimeout(ws_close=FRAME_TIMEOUT_S)
         )
-        chat = Chat(ws)
+        chat = Chat(ws, self.prompts)
         self._chats.append(chat)
         return chat
 

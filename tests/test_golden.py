@@ -29,8 +29,8 @@ async def test_golden_conversation(path: Path, sim: Simulation) -> None:
     golden, problems = load_golden(path)
     assert golden is not None and not problems, problems
     result = await run_golden(golden, sim)
-    assert result.passed, "\n".join(map(str, result.failures)) + "\n\n" + "\n".join(
-        result.transcript
+    assert result.passed, (
+        "\n".join(map(str, result.failures)) + "\n\n" + "\n".join(result.transcript)
     )
 
 

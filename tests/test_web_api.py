@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from ruamel.yaml import YAML
 
-from tests.serve_fixtures import ALICE, BOB, Served, ServeApp, wait_until
+from tests.serve_fixtures import (
+    ALICE,
+    BOB,
+    Chat,
+    ServeApp,
+    Served,
+    assert_never_shows,
+    wait_until,
+)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -31,10 +42,10 @@ async def metric(server: Served, sample_name: str, **labels: str) -> float | Non
     return None
 
 
-async def start_chat_at_account_question(server: Served, flow: str = "bank"):  # type: ignore[no-untyped-def]
+async def start_chat_at_account_question(server: Served, flow: str = "bank") -> tuple[Chat, str]:
     chat = await server.chat()
     conv_id = await chat.start(flow)
-    await chat.expect_question("account number")
+    await chat.expect_prompt("ask_account")
     return chat, conv_id
 
 
@@ -103,7 +114,7 @@ async def test_list_is_newest_first_and_honours_limit(server: Served) -> None:
 
     # The one the customer just answered comes first again.
     await first.say(ALICE["account"])
-    await first.expect_question("PIN")
+    await first.expect_prompt("ask_pin")
     status, body = await server.api("/api/conversations?limit=1")
     assert [c["id"] for c in body["conversations"]] == [first_id]
 
@@ -127,12 +138,12 @@ async def test_unknown_conversation_is_404_with_a_json_reason(server: Served) ->
 async def test_a_live_conversation_can_be_read_while_it_runs(server: Served) -> None:
     chat, conv_id = await start_chat_at_account_question(server)
     await chat.say(BOB["account"])
-    await chat.expect_question("PIN")
+    await chat.expect_prompt("ask_pin")
     conv = await server.conversation(conv_id)
     assert conv["status"] == "active"
     assert conv["position"]["step"] == "verify"
     assert [t["role"] for t in conv["timeline"]] == ["bot", "bot", "customer", "bot"]
-    assert BOB["pin"] not in str(conv)  # the CRM record holds it; the conversation never does
+    assert_never_shows(BOB["pin"], conv)  # the CRM record holds it; the conversation never
 
 
 # ------------------------------------------------------------------ health and metrics
@@ -152,22 +163,23 @@ async def test_healthz_is_200_with_the_flows_in_service(server: Served) -> None:
 async def test_metrics_count_the_turns_of_a_chat(server: Served) -> None:
     status, text = await server.get("/metrics")
     assert status == 200
+    assert "ivr_flows_version 1.0" in text
     assert await metric(server, "ivr_turns_total", channel="chat", role="customer") is None
 
     chat, _ = await start_chat_at_account_question(server)
     await chat.say(ALICE["account"])
-    await chat.expect_question("PIN")
+    await chat.expect_prompt("ask_pin")
     await chat.say("")
     await chat.expect_error("empty")
 
     assert await metric(server, "ivr_turns_total", channel="chat", role="customer") == 1
     assert await metric(server, "ivr_turns_total", channel="chat", role="bot") == 3
-    assert (
-        await metric(server, "ivr_conversations_started_total", flow="bank", channel="chat") == 1
-    )
+    assert await metric(server, "ivr_conversations_started_total", flow="bank", channel="chat") == 1
     assert await metric(server, "ivr_chat_input_errors_total", reason="empty") == 1
     assert await metric(server, "ivr_live_conversations") == 1
     assert await metric(server, "ivr_flow_loads_refused") == 0
+    _, text = await server.get("/metrics")
+    assert 'ivr_turns_total{channel="chat",role="customer"} 1.0' in text
 
 
 # ------------------------------------------------------------------ hot reload
@@ -177,15 +189,15 @@ async def test_hot_reload_applies_valid_edits_to_new_conversations(server: Serve
     before = (await server.health())["flows"]["version"]
     old_chat, _ = await start_chat_at_account_question(server)
 
+    old_pin_question = old_chat.prompt("ask_pin")
     catalogue = server.prompts / "en.yaml"
-    text = catalogue.read_text(encoding="utf-8")
-    edited = text.replace(
-        'bank_welcome: "Welcome to Northwind Bank."', 'bank_welcome: "Welcome to Southwind Bank."'
-    ).replace(
-        'ask_pin: "Please key in your four digit PIN."', 'ask_pin: "Type your secret PIN now."'
-    )
-    assert edited.count("Southwind") == 1 and edited.count("secret PIN") == 1
-    write_atomically(catalogue, edited)
+    yaml = YAML()  # round trip: the file stays as its author wrote it, but for the edit
+    document = yaml.load(catalogue.read_text(encoding="utf-8"))
+    document["prompts"]["bank_welcome"] = "Welcome to Southwind Bank."
+    document["prompts"]["ask_pin"] = "Type your secret PIN now."
+    edited = io.StringIO()
+    yaml.dump(document, edited)
+    write_atomically(catalogue, edited.getvalue())
 
     flows = await server.wait_for_flows_version(above=before)
     assert flows["refused"] == []
@@ -193,48 +205,58 @@ async def test_hot_reload_applies_valid_edits_to_new_conversations(server: Serve
 
     new_chat = await server.chat()
     await new_chat.start()
-    await new_chat.expect_bot("^Welcome to Southwind Bank")
-    await new_chat.expect_question("account number")
+    await new_chat.expect_bot("^Welcome to Southwind Bank.$")
+    await new_chat.expect_prompt("ask_account")
     await new_chat.say(ALICE["account"])
-    await new_chat.expect_question("^Type your secret PIN now")
+    await new_chat.expect_question("^Type your secret PIN now.$")
 
-    # The conversation that started before the edit finishes with the flows it started with.
+    # The conversation that started before the edit goes on with the flows it started with.
     await old_chat.say(BOB["account"])
-    await old_chat.expect_question("^Please key in your four digit PIN")
+    await old_chat.expect_question(f"^{re.escape(old_pin_question)}$")
 
 
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("edit", "message", "at"),
     [
-        (lambda text: text + "  broken: [unclosed\n", r"YAML|syntax|expected"),
-        (lambda text: text.replace("next: identify", "next: nowhere"), r"nowhere"),
+        (lambda text: text + "  broken: [unclosed\n", r"YAML|syntax|expected", None),
+        (
+            lambda text: text.replace("next: identify", "next: nowhere"),
+            r"unknown step 'nowhere'",
+            "next: nowhere",
+        ),
     ],
     ids=["yaml syntax", "unknown step"],
 )
 async def test_broken_edit_is_refused_and_the_last_good_flow_keeps_serving(
-    server: Served, edit, message: str
-) -> None:  # type: ignore[no-untyped-def]
+    server: Served, edit: Callable[[str], str], message: str, at: str | None
+) -> None:
     before = (await server.health())["flows"]
     flow_file = server.dialogs / "bank.yaml"
     good = flow_file.read_text(encoding="utf-8")
-    write_atomically(flow_file, edit(good))
+    broken = edit(good)
+    write_atomically(flow_file, broken)
 
     flows = await server.wait_for_refusals()
     assert flows["version"] == before["version"]
     assert flows["flows"] == ["bank", "parcel"]
     refused = [r for r in flows["refused"] if re.search(message, r)]
     assert refused, flows["refused"]
-    assert re.match(r"^.*bank\.yaml:\d+:\d+: ", refused[0]), refused[0]
+    place = re.match(r"^(.*bank\.yaml):(\d+):\d+: ", refused[0])
+    assert place, refused[0]
+    assert Path(place[1]).resolve() == flow_file.resolve()
+    if at is not None:
+        line = next(n for n, text in enumerate(broken.splitlines(), 1) if at in text)
+        assert int(place[2]) == line
     assert await metric(server, "ivr_flow_loads_refused") >= 1
     health = await server.health()
     assert health["status"] == "ok"  # still serving: the last good flows are in service
 
     chat = await server.chat()
     await chat.start("bank")
-    await chat.expect_bot("Welcome to Northwind Bank")
-    await chat.expect_question("account number")
+    await chat.expect_prompt("bank_welcome")
+    await chat.expect_prompt("ask_account")
     await chat.say(ALICE["account"])
-    await chat.expect_question("PIN")
+    await chat.expect_prompt("ask_pin")
 
     # Mending the file puts it in service and clears the refusal.
     write_atomically(flow_file, good)
@@ -252,11 +274,11 @@ async def test_store_on_postgres_serves_the_api(
     server = await serve_app(store_url=fresh_postgres_url)
     chat = await server.chat()
     conv_id = await chat.start()
-    await chat.expect_question("account number")
+    await chat.expect_prompt("ask_account")
     await chat.say(ALICE["account"])
-    await chat.expect_question("PIN")
+    await chat.expect_prompt("ask_pin")
     await chat.keys(ALICE["pin"])
-    await chat.expect_question("balance")
+    await chat.expect_prompt("main_menu")
     await chat.close()
 
     async def left() -> dict | None:
@@ -269,7 +291,7 @@ async def test_store_on_postgres_serves_the_api(
     assert conv["position"]["step"] == "menu"
     customer = [t["text"] for t in conv["timeline"] if t["role"] == "customer"]
     assert customer == [ALICE["account"], "[secure input]"]
-    assert ALICE["pin"] not in str(conv)
+    assert_never_shows(ALICE["pin"], conv)
 
     status, body = await server.api("/api/conversations?limit=5")
     assert status == 200

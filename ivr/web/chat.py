@@ -21,7 +21,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivr.channels.chat import ChatChannel
 from ivr.conversation_service import LiveRun, UnknownFlow
@@ -35,6 +35,8 @@ _DIGITS = re.compile(r"^[0-9*#]{1,32}$")
 # Frames up to this size are read and, when above [chat] max_message_bytes, refused with an error
 # frame (the chat goes on); only larger ones close the socket (1009), as aiohttp must.
 _MAX_FRAME_BYTES = 1024 * 1024
+# Open chats, closed when the server shuts down (or shutdown would wait for the customers).
+_SOCKETS = web.AppKey("chat_sockets", set)
 
 
 class BadMessage(ValueError):
@@ -89,6 +91,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         heartbeat=30, max_msg_size=max(_MAX_FRAME_BYTES, settings.chat.max_message_bytes * 4)
     )
     await ws.prepare(request)
+    request.app[_SOCKETS].add(ws)
     send_lock = asyncio.Lock()
 
     async def send(message: dict[str, Any]) -> None:
@@ -123,6 +126,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
                 metrics.chat_errors.labels(exc.label).inc()
                 await send({"type": "error", "reason": str(exc)})
     finally:
+        request.app[_SOCKETS].discard(ws)
         channel.close()
         if live is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -142,6 +146,14 @@ async def _start(request: web.Request, channel: ChatChannel, frame: dict[str, An
         raise BadMessage("no valid flow is loaded; see /healthz", "no_flows") from None
 
 
+async def _close_sockets(app: web.Application) -> None:
+    """On shutdown: close every chat; each conversation is stored at its step as it ends."""
+    for ws in list(app[_SOCKETS]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
 def add_routes(app: web.Application) -> None:
+    app[_SOCKETS] = set()
+    app.on_shutdown.append(_close_sockets)
     app.router.add_get("/chat", chat_page)
     app.router.add_get("/chat/ws", chat_socket)
