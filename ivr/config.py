@@ -45,6 +45,14 @@ class FlowsSettings:
     dialogs: str = "dialogs"  # flows and intents
     prompts: str = "prompts"  # prompt catalogues
     chat_flow: str = "bank"  # the flow a new web chat starts
+    # Other flows a chat may ask for by name (comma-separated); no others, so a visitor cannot
+    # start internal flows or enter a sub-flow at its middle.
+    chat_flows: str = "parcel"
+
+    def chat_allowed(self, flow: str) -> bool:
+        allowed = {f.strip() for f in self.chat_flows.split(",") if f.strip()}
+        return flow == self.chat_flow or flow in allowed
+
     reload: bool = True  # watch the files and apply valid edits to new conversations
 
 

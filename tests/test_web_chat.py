@@ -6,6 +6,10 @@ page does, and reads the stored conversation back from the REST API.
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
+
 from tests.serve_fixtures import ALICE, Served, assert_never_shows, wait_until
 
 
@@ -213,3 +217,40 @@ async def test_chat_page_is_served(server: Served) -> None:
     status, page = await server.get("/chat")
     assert status == 200
     assert "/chat/ws" in page
+
+
+async def test_the_chat_is_closed_when_the_conversation_ends(server: Served) -> None:
+    chat = await server.chat()
+    await chat.start("bank")
+    await chat.say(ALICE["account"])
+    await chat.keys(ALICE["pin"])
+    await chat.keys("1")
+    await chat.expect_prompt("anything_else")
+    await chat.say("no")
+    await chat.expect("end")
+    message = await asyncio.wait_for(chat.ws.receive(), 5)
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+async def test_a_chat_waiting_for_an_agent_stays_open_and_says_so(server: Served) -> None:
+    chat = await server.chat()
+    conv_id = await chat.start("bank")
+    await chat.say(ALICE["account"])
+    await chat.keys(ALICE["pin"])
+    await chat.keys("0")
+    await chat.expect("transfer")
+    await wait_until(lambda: _status(server, conv_id, "queued"), timeout=5)
+    await chat.say("hello? is anyone there?")
+    error = await chat.expect_error("waiting for an agent")
+    assert "answer here" in error["reason"]
+
+
+async def test_a_chat_cannot_start_a_flow_that_is_not_offered_to_chat(server: Served) -> None:
+    chat = await server.chat()
+    await chat.send({"type": "start", "flow": "internal_only"})
+    await chat.expect_error("no flow named 'internal_only'")
+
+
+async def _status(server: Served, conv_id: str, status: str) -> bool | None:
+    conv = await server.conversation(conv_id)
+    return True if conv["status"] == status else None

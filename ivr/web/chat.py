@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -24,6 +25,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivr.channels.chat import ChatChannel
+from ivr.conversation import Status
 from ivr.conversation_service import LiveRun, UnknownFlow
 from ivr.flow.channel import CustomerInput
 from ivr.flow.problems import FlowError
@@ -114,12 +116,15 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
                     if live is not None:
                         raise BadMessage("this chat has already started", "malformed")
                     live = await _start(request, channel, frame)
+                    live.task.add_done_callback(functools.partial(_run_over, ws, live))
                     metrics.conversations_started.labels(live.conv.flow, channel.name).inc()
                     await send({"type": "conversation", "id": live.conv.id})
                     continue
                 answer = customer_input(frame)
                 if live is None:
                     raise BadMessage('send {"type": "start"} first', "not_started")
+                if live.task.done() or live.conv.status is not Status.ACTIVE:
+                    raise BadMessage(_why_no_bot(live), "run_over")
                 if not channel.deliver(answer):
                     raise BadMessage("too many messages at once; wait for the answer", "flood")
             except BadMessage as exc:
@@ -134,10 +139,28 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+def _why_no_bot(live: LiveRun) -> str:
+    if live.conv.status is Status.QUEUED:
+        return "you are waiting for an agent, who will answer here"
+    return "this conversation has ended"
+
+
+def _run_over(ws: web.WebSocketResponse, live: LiveRun, task: asyncio.Task[Any]) -> None:
+    """The bot's part is over: close the chat, unless the customer waits here for an agent."""
+    if live.conv.status is Status.QUEUED and not task.cancelled():
+        return
+    reason = b"continued on another channel" if task.cancelled() else b"conversation over"
+    if not ws.closed:
+        asyncio.get_running_loop().create_task(ws.close(code=WSCloseCode.OK, message=reason))
+
+
 async def _start(request: web.Request, channel: ChatChannel, frame: dict[str, Any]) -> LiveRun:
-    flow = frame.get("flow") or request.app[SETTINGS].flows.chat_flow
+    flows = request.app[SETTINGS].flows
+    flow = frame.get("flow") or flows.chat_flow
     if not isinstance(flow, str):
         raise BadMessage('"flow" must be a string', "malformed")
+    if not flows.chat_allowed(flow):
+        raise BadMessage(f"no flow named {flow!r} for chat", "unknown_flow")
     try:
         return await request.app[CONVERSATIONS].start(channel, flow)
     except UnknownFlow as exc:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
+
+from ivr.store import StoreError
+
+log = logging.getLogger("ivr.web")
 
 
 def json_error(status: int, reason: str, **extra: object) -> web.Response:
@@ -14,6 +20,9 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:  # t
     """aiohttp's own HTTP errors (404, 405, 413) as JSON under /api."""
     try:
         return await handler(request)
+    except StoreError as exc:
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return json_error(503, "the conversation store is not available; try again")
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.content_type == "application/json":
             raise
