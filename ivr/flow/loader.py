@@ -406,36 +406,58 @@ def load(paths: Iterable[Path]) -> tuple[FlowSet, list[Problem]]:
     return flow_set, problems
 
 
-def _load_intents(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
+def _catalogue_entries(
+    doc: SourceDoc,
+    key: str,
+    header_model: Any,
+    entry_model: Any,
+    sources: dict[tuple[str, str], Problem],
+    noun: str,
+) -> tuple[Any, list[tuple[str, Any]], list[Problem]]:
+    """A catalogue file (intents, prompts): its header, and each entry validated on its own so
+    one bad entry does not hide the others. Entries defined before (in any file) are refused
+    as duplicates and recorded in `sources` otherwise."""
     raw = to_plain(doc.root)
-    entries = raw.get("intents")
-    header = {k: v for k, v in raw.items() if k != "intents"}
-    parsed, problems = validate_model(IntentsHeader, header, doc)
+    entries = raw.get(key)
+    header, problems = validate_model(header_model, {k: v for k, v in raw.items() if k != key}, doc)
     if not isinstance(entries, dict) or not entries:
-        problems.append(doc.problem("'intents' must be a mapping of intent names", "intents"))
-    if parsed is None or problems:
-        return problems
-    lang = parsed.language
-    previous = flow_set.intents.get(lang) or IntentCatalog(language=lang, intents={})
-    intents = dict(previous.intents)
-    for name, value in entries.items():
-        definition, entry_problems = validate_model(IntentDefinition, value, doc, ("intents", name))
+        problems.append(doc.problem(f"{key!r} must be a mapping of {noun} ids", key))
+    if header is None or problems:
+        return header, [], problems
+    accepted: list[tuple[str, Any]] = []
+    for entry_id, value in entries.items():
+        entry, entry_problems = validate_model(entry_model, value, doc, (key, entry_id))
         problems.extend(entry_problems)
-        if definition is None:
+        if entry is None:
             continue
-        if name in intents:
-            first = flow_set.intent_sources[(lang, name)]
+        source_key = (header.language, entry_id)
+        if source_key in sources:
+            first = sources[source_key]
             problems.append(
                 doc.problem(
-                    f"duplicate id: intent {name!r} is also defined at {first.file}:{first.line}",
-                    "intents",
-                    name,
+                    f"duplicate id: {noun} {entry_id!r}"
+                    + (f" ({header.language})" if noun == "prompt" else "")
+                    + f" is also defined at {first.file}:{first.line}",
+                    key,
+                    entry_id,
                     at_key=True,
                 )
             )
             continue
-        intents[name] = tuple(definition.examples)
-        flow_set.intent_sources[(lang, name)] = doc.problem("", "intents", name, at_key=True)
+        sources[source_key] = doc.problem("", key, entry_id, at_key=True)
+        accepted.append((entry_id, entry))
+    return header, accepted, problems
+
+
+def _load_intents(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
+    parsed, accepted, problems = _catalogue_entries(
+        doc, "intents", IntentsHeader, IntentDefinition, flow_set.intent_sources, "intent"
+    )
+    if parsed is None or (not accepted and problems):
+        return problems
+    lang = parsed.language
+    previous = flow_set.intents.get(lang) or IntentCatalog(language=lang, intents={})
+    intents = {**previous.intents, **{name: tuple(d.examples) for name, d in accepted}}
     entities = dict(previous.entities)
     for name, entity in parsed.entities.items():
         try:
@@ -451,35 +473,14 @@ def _load_intents(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
 
 
 def _load_prompts(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
-    raw = to_plain(doc.root)
-    entries = raw.get("prompts")
-    header = {k: v for k, v in raw.items() if k != "prompts"}
-    parsed, problems = validate_model(PromptsHeader, header, doc)
-    if not isinstance(entries, dict) or not entries:
-        problems.append(doc.problem("'prompts' must be a mapping of prompt ids", "prompts"))
-    if parsed is None or problems:
+    parsed, accepted, problems = _catalogue_entries(
+        doc, "prompts", PromptsHeader, PromptText, flow_set.prompt_sources, "prompt"
+    )
+    if parsed is None:
         return problems
     catalogue = flow_set.prompts.setdefault(parsed.language, {})
-    for prompt_id, value in entries.items():
-        prompt, entry_problems = validate_model(PromptText, value, doc, ("prompts", prompt_id))
-        problems.extend(entry_problems)
-        if prompt is None:
-            continue
-        key = (parsed.language, prompt_id)
-        if key in flow_set.prompt_sources:
-            first = flow_set.prompt_sources[key]
-            problems.append(
-                doc.problem(
-                    f"duplicate id: prompt {prompt_id!r} ({parsed.language}) is also defined "
-                    f"at {first.file}:{first.line}",
-                    "prompts",
-                    prompt_id,
-                    at_key=True,
-                )
-            )
-            continue
+    for prompt_id, prompt in accepted:
         catalogue[prompt_id] = (
             PromptVariants(voice=prompt, text=prompt) if isinstance(prompt, str) else prompt
         )
-        flow_set.prompt_sources[key] = doc.problem("", "prompts", prompt_id, at_key=True)
     return problems
