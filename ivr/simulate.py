@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ivr.config import Settings
 from ivr.conversation import Conversation
+from ivr.demo.crm import create_demo_crm
 from ivr.flow.channel import Channel
 from ivr.flow.engine import FlowRun, FlowServices, Stop
 from ivr.flow.loader import FlowSet
@@ -24,7 +25,6 @@ from ivr.flow.model import EscalateAction
 from ivr.flow.problems import FlowError, errors_in
 from ivr.flow.validator import validate
 from ivr.speech.nlu.factory import build_classifiers
-from ivr.web.demo_crm import create_demo_crm
 
 SIMULATED_CALLER = "+15550100"  # the caller id a simulated call presents
 

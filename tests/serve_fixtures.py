@@ -41,7 +41,7 @@ from ivr.web.app import create_app
 REPO = Path(__file__).resolve().parent.parent
 FRAME_TIMEOUT_S = 5.0
 
-# The demo CRM's customers (ivr/web/demo_crm.py).
+# The demo CRM's customers (ivr/demo/crm.py).
 ALICE = {"account": "12345678", "pin": "2580", "name": "Alice"}
 BOB = {"account": "87654321", "pin": "9876", "name": "Bob"}
 

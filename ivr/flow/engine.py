@@ -92,6 +92,17 @@ class FlowServices:
     observers: list[RunObserver] = field(default_factory=list)
 
 
+def listening_spec(listening: m.Listening, **own: Any) -> InputSpec:
+    """The channel's view of a question: what all listening steps share (input modes, no-input
+    timeout, end of utterance), plus what is the step's own (digits rules, hints, choices)."""
+    return InputSpec(
+        modes=frozenset(listening.input),
+        timeout=listening.timeout,
+        end_silence=listening.end_silence,
+        **own,
+    )
+
+
 class FlowRun:
     def __init__(
         self,

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ivr.config import Settings
 from ivr.conversation_service import ConversationService, persister
+from ivr.demo.crm import create_demo_crm
 from ivr.flow.engine import FlowServices
 from ivr.flow.loader import FlowSet
 from ivr.flow.repository import FlowRepository
@@ -29,7 +30,6 @@ from ivr.speech.nlu.factory import build_classifiers
 from ivr.speech.nlu.fallback import FallbackClassifier
 from ivr.store import open_store
 from ivr.web import api, chat, health
-from ivr.web.demo_crm import create_demo_crm
 from ivr.web.errors import json_errors
 from ivr.web.keys import (
     API_TOKEN,

@@ -10,7 +10,7 @@ from typing import Any
 
 from ivr.flow import model as m
 from ivr.flow.channel import CustomerInput, InputSpec
-from ivr.flow.engine import FlowRun, Next, StepResult
+from ivr.flow.engine import FlowRun, Next, StepResult, listening_spec
 from ivr.flow.values import parse_answer
 
 YES_NO_HINTS = ("yes", "no")
@@ -20,10 +20,8 @@ def input_spec(action: m.AskAction) -> InputSpec:
     hints: tuple[str, ...] = tuple(action.hints)
     if action.type == "yes_no":
         hints += YES_NO_HINTS
-    return InputSpec(
-        modes=frozenset(action.input),
-        timeout=action.timeout,
-        end_silence=action.end_silence,
+    return listening_spec(
+        action,
         max_digits=action.length or action.max_length,
         terminator=action.terminator,
         hints=hints,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ivr.flow import model as m
 from ivr.flow.channel import Choice, CustomerInput, InputSpec
-from ivr.flow.engine import FlowRun, Next, StepResult
+from ivr.flow.engine import FlowRun, Next, StepResult, listening_spec
 
 
 def input_spec(action: m.MenuAction, run: FlowRun) -> InputSpec:
@@ -15,10 +15,8 @@ def input_spec(action: m.MenuAction, run: FlowRun) -> InputSpec:
             hints.append(option.label)
         if option.intent and catalogue:
             hints.extend(catalogue.intents.get(option.intent, ()))
-    return InputSpec(
-        modes=frozenset(action.input),
-        timeout=action.timeout,
-        end_silence=action.end_silence,
+    return listening_spec(
+        action,
         max_digits=1,
         terminator=None,
         hints=tuple(hints),

@@ -13,16 +13,14 @@ from typing import Any
 
 from ivr.flow import model as m
 from ivr.flow.channel import CustomerInput, InputSpec
-from ivr.flow.engine import FlowRun, Next, StepResult
+from ivr.flow.engine import FlowRun, Next, StepResult, listening_spec
 from ivr.flow.steps.http import LookupFailed, fetch_json
 from ivr.flow.values import parse_answer
 
 
 def factor_spec(factor: m.VerifyFactor) -> InputSpec:
-    return InputSpec(
-        modes=frozenset(factor.input),
-        timeout=factor.timeout,
-        end_silence=factor.end_silence,
+    return listening_spec(
+        factor,
         max_digits=factor.length,
         terminator=factor.terminator,
         secure=True,

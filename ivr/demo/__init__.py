@@ -1,0 +1,1 @@
+"""Stand-ins for the customer's own systems, so the example flows work out of the box."""
