@@ -1,4 +1,4 @@
-"""The `ivr` command: serve, validate, schema, simulate, test, nlu export-rasa.
+"""The `ivr` command: serve, validate, schema, simulate, test, call, prompts render, nlu.
 
 Every command exits non-zero on bad input with a message that names the place
 (`dialogs/bank.yaml:14:5: ...`, `sip.conf:3: [http] port: ...`).
@@ -255,6 +255,40 @@ def cmd_export_rasa(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------ call / prompts
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from ivr.softphone.cli import run
+
+    return run(args)
+
+
+def cmd_prompts_render(args: argparse.Namespace) -> int:
+    from ivr.config import parse_pairs
+    from ivr.flow.repository import FlowRepository
+    from ivr.speech.tts.prerender import prerender
+    from ivr.speech.tts.render import Renderer
+
+    settings = _settings(args)
+    repo = FlowRepository(
+        [Path(settings.flows.dialogs), Path(settings.flows.prompts)],
+        settings.flow_env_with_defaults(),
+    )
+    repo.load()
+    flows = repo.require()
+    speech = settings.speech
+    renderer = Renderer(speech.cache_dir, parse_pairs(speech.tts_voices), speech.tts_rate)
+    try:
+        report = prerender(flows, Path(settings.flows.prompts), renderer)
+    finally:
+        renderer.close()
+    for failure in report.failed:
+        print(f"ivr prompts render: {failure}", file=sys.stderr)
+    print(f"prompts in {speech.cache_dir}: {report.summary()}")
+    return EXIT_PROBLEMS if report.failed else EXIT_OK
+
+
 # ------------------------------------------------------------------ wiring
 
 
@@ -295,6 +329,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", parents=[config], help="run golden conversations")
     p.add_argument("goldens", nargs="+", metavar="GOLDEN", help="golden files or directories")
     p.set_defaults(func=cmd_test)
+
+    from ivr.softphone.cli import add_arguments as softphone_arguments
+
+    p = sub.add_parser(
+        "call",
+        help="a test softphone: dial, speak, press keys, record, print the outcome",
+        description="Dial a SIP URI and run a call script; `ivr call answer` waits for a call.",
+    )
+    softphone_arguments(p)
+    p.set_defaults(func=cmd_call)
+
+    prompts = sub.add_parser("prompts", help="prompt audio tools")
+    prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True, metavar="COMMAND")
+    p = prompts_sub.add_parser(
+        "render", parents=[config], help="synthesise every prompt of every flow into the cache"
+    )
+    p.set_defaults(func=cmd_prompts_render)
 
     nlu = sub.add_parser("nlu", help="intent tools")
     nlu_sub = nlu.add_subparsers(dest="nlu_command", required=True, metavar="COMMAND")

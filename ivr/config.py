@@ -77,6 +77,43 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class SipSettings:
+    enabled: bool = True  # answer phone calls
+    host: str = "127.0.0.1"  # address SIP and RTP bind to (0.0.0.0: every interface)
+    port: int = 5060  # the SIP address callers and trunks use (UDP, and TCP when enabled)
+    transports: str = "udp"  # comma list of udp, tcp, tls
+    tls_port: int = 5061
+    tls_certificate: str = ""  # PEM files, needed when tls is among the transports
+    tls_private_key: str = ""
+    tls_ca: str = ""
+    public_address: str = ""  # advertised in Contact and SDP when behind NAT
+    rtp_ports: str = "40000-40999"  # media ports; each call takes two (RTP + RTCP)
+    codecs: str = "PCMU, PCMA, G722"  # offered and accepted, in order of preference
+    dtmf: str = "rfc4733, info"  # key presses accepted: RFC 4733 events, SIP INFO
+    media_workers: int = 1  # processes of 4 calls each; more than 1 puts Kamailio in front
+    worker_base_port: int = 0  # >1 worker: their own SIP ports start here (0: port + 10)
+    max_call_seconds: int = 3600  # calls are cut after this (a lost BYE must not hold a slot)
+    # Flows list the numbers they answer (`numbers:` in the flow file); a call to any other
+    # number goes to this flow (empty: such calls are refused with 404).
+    default_flow: str = "bank"
+    registrar: str = ""  # sip:pbx.example.com: register there to receive its calls
+    username: str = ""  # digest credentials for the registrar
+    password: str = ""
+    realm: str = "*"
+    register_interval: int = 300  # seconds between re-registrations
+
+
+@dataclass(frozen=True)
+class SpeechSettings:
+    asr: str = "en=pocketsphinx"  # language=engine: pocketsphinx, or vosk:<model dir|package>
+    asr_workers: int = 1  # speech recognition processes (PocketSphinx: ~40 grammar streams each)
+    end_silence: float = 0.3  # seconds of trailing silence that end an utterance (per step too)
+    tts_voices: str = ""  # language=espeak-ng voice, e.g. "en=en-us, ko=ko" (default: language)
+    tts_rate: int = 170  # words per minute
+    cache_dir: str = "data/prompt-cache"  # rendered prompts, keyed by text, language and voice
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
 
@@ -90,6 +127,8 @@ class Settings:
     nlu: NluSettings = field(default_factory=NluSettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
     log: LogSettings = field(default_factory=LogSettings)
     # Values flows may read as env.NAME (customer-system URLs): free-form, names kept as written.
     flow_env: Mapping[str, str] = field(default_factory=dict)
@@ -220,6 +259,32 @@ def load_settings(
     return settings
 
 
+def parse_pairs(text: str) -> dict[str, str]:
+    """`"a=1, b=2"` -> {"a": "1", "b": "2"}; malformed parts raise ValueError naming them."""
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"{part!r} is not name=value")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """`"40000-40999"` -> (40000, 1000): first port and how many."""
+    first, sep, last = text.partition("-")
+    try:
+        low, high = int(first), int(last if sep else first)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port range like 40000-40999") from None
+    if not 0 < low <= high < 65536:
+        raise ValueError(f"{text!r} is not a port range like 40000-40999")
+    return low, high - low + 1
+
+
 def _syntax_problem(exc: configparser.Error) -> str:
     """`line: what` for configparser's errors (which keep the line only in their attributes)."""
     if isinstance(exc, configparser.MissingSectionHeaderError):
@@ -244,8 +309,64 @@ def _check(settings: Settings, where: Callable[[str, str], str]) -> None:
         raise ConfigError(
             f"{where('nlu', 'engine')}: expected builtin or rasa, got {settings.nlu.engine!r}"
         )
+    _check_sip(settings.sip, where)
+    _check_speech(settings.speech, where)
     if settings.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(
             f"{where('log', 'level')}: expected debug, info, warning or error, "
             f"got {settings.log.level!r}"
         )
+
+
+def _check_sip(sip: SipSettings, where: Callable[[str, str], str]) -> None:
+    for key in ("port", "tls_port"):
+        if not 0 < getattr(sip, key) < 65536:
+            raise ConfigError(f"{where('sip', key)}: {getattr(sip, key)} is not a port")
+    transports = [t.strip().lower() for t in sip.transports.split(",") if t.strip()]
+    unknown = [t for t in transports if t not in ("udp", "tcp", "tls")]
+    if unknown or not transports:
+        raise ConfigError(
+            f"{where('sip', 'transports')}: expected a list of udp, tcp, tls, "
+            f"got {sip.transports!r}"
+        )
+    if "tls" in transports and not (sip.tls_certificate and sip.tls_private_key):
+        raise ConfigError(
+            f"{where('sip', 'transports')}: tls needs tls_certificate and tls_private_key"
+        )
+    try:
+        port_range(sip.rtp_ports)
+    except ValueError as exc:
+        raise ConfigError(f"{where('sip', 'rtp_ports')}: {exc}") from None
+    known_codecs = {"PCMU", "PCMA", "G722", "GSM", "ILBC", "SPEEX"}
+    codecs = [c.strip().upper() for c in sip.codecs.split(",") if c.strip()]
+    bad = [c for c in codecs if c not in known_codecs]
+    if bad or not codecs:
+        raise ConfigError(
+            f"{where('sip', 'codecs')}: unknown codec {', '.join(bad) or '(none)'}; "
+            f"expected some of {', '.join(sorted(known_codecs))}"
+        )
+    methods = [m.strip().lower() for m in sip.dtmf.split(",") if m.strip()]
+    if not methods or any(m not in ("rfc4733", "info") for m in methods):
+        raise ConfigError(f"{where('sip', 'dtmf')}: expected rfc4733 and/or info, got {sip.dtmf!r}")
+    if not 1 <= sip.media_workers <= 64:
+        raise ConfigError(f"{where('sip', 'media_workers')}: expected 1 to 64")
+    if sip.registrar and not sip.registrar.startswith(("sip:", "sips:")):
+        raise ConfigError(f"{where('sip', 'registrar')}: expected a sip: URI")
+
+
+def _check_speech(speech: SpeechSettings, where: Callable[[str, str], str]) -> None:
+    for key in ("asr", "tts_voices"):
+        try:
+            parse_pairs(getattr(speech, key))
+        except ValueError as exc:
+            raise ConfigError(f"{where('speech', key)}: {exc}") from None
+    for language, engine in parse_pairs(speech.asr).items():
+        if engine != "pocketsphinx" and not engine.startswith("vosk:"):
+            raise ConfigError(
+                f"{where('speech', 'asr')}: {language}={engine}: expected pocketsphinx "
+                "or vosk:<model directory or package>"
+            )
+    if not 1 <= speech.asr_workers <= 32:
+        raise ConfigError(f"{where('speech', 'asr_workers')}: expected 1 to 32")
+    if not 0.05 <= speech.end_silence <= 5:
+        raise ConfigError(f"{where('speech', 'end_silence')}: expected 0.05 to 5 seconds")

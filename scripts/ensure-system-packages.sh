@@ -11,9 +11,18 @@ have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pg() { have_cmd pg_ctl || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; }
 
 # python3 -m venv needs ensurepip, which Debian ships separately.
+have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+# pyttsx3 speaks through libespeak-ng; the espeak-ng command brings its voice data.
+have_lib libespeak-ng.so.1 && have_cmd espeak-ng || need+=(espeak-ng libespeak-ng1)
+# Kamailio fronts the media workers when there is more than one.
+have_cmd kamailio || need+=(kamailio)
 if [[ "${1:-serve}" == "test" ]]; then
     have_pg || need+=(postgresql)
+    have_cmd flite || need+=(flite)          # English test speech PocketSphinx recognises
+    have_cmd baresip || need+=(baresip-core) # a third-party softphone as a caller
+    have_cmd sipp || need+=(sip-tester)      # SIP load and malformed traffic
 fi
 
 if ((${#need[@]} == 0)); then

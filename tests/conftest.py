@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.pg_server", "tests.rasa_server", "tests.serve_fixtures"]
+pytest_plugins = [
+    "tests.pg_server",
+    "tests.rasa_server",
+    "tests.serve_fixtures",
+    "tests.voice_fixtures",
+]

@@ -34,6 +34,7 @@ from ivr.config import (
     FlowsSettings,
     HttpSettings,
     Settings,
+    SipSettings,
     StoreSettings,
 )
 from ivr.web.app import create_app
@@ -306,6 +307,8 @@ async def serve_app(
                 reload=reload,
             ),
         )
+        # Phone calls have their own tests (test_voice_*): these start no media workers.
+        settings_changes.setdefault("sip", SipSettings(enabled=False))
         settings = replace(settings, **settings_changes)
         app = create_app(settings)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)

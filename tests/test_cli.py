@@ -23,8 +23,10 @@ PLACE = re.compile(r"^.+\.yaml:\d+:\d+: ", re.M)
 def ivr(
     *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `ivr ARGS` with no IVR_* variables but those given."""
+    """Run `ivr ARGS` with no IVR_* variables but those given (and no phone calls: those have
+    their own tests)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    environ["IVR_SIP_ENABLED"] = "no"
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "ivr.cli", *args],

@@ -47,6 +47,7 @@ class ServeProcess:
             IVR_FLOWS_DIALOGS=str(REPO / "dialogs"),
             IVR_FLOWS_PROMPTS=str(REPO / "prompts"),
             IVR_FLOWS_RELOAD="no",
+            IVR_SIP_ENABLED="no",  # phone calls have their own process tests
         )
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -39,6 +39,9 @@ class InputSpec:
     max_digits: int | None = None  # DTMF entry completes at this many digits...
     terminator: str | None = "#"  # ...or at this key
     hints: tuple[str, ...] = ()  # phrases the answer is likely to be (ASR grammars)
+    # What kind of answer: text, digits, number, date, yes_no, choice. Voice channels pick
+    # their recogniser's grammar by it (spoken digits, a closed list of phrases).
+    expect: str = "text"
     choices: tuple[Choice, ...] = ()
     secure: bool = False  # the channel must not log or echo the answer
 

@@ -152,8 +152,8 @@ class FlowRun:
                         await self.channel.end(result.reason)
                     self._ended(result.status)
                     return result
-        except ChannelClosed:
-            self.system(f"customer left the {self.channel.name} channel")
+        except ChannelClosed as closed:
+            self.system(f"customer left the {self.channel.name} channel", reason=str(closed))
             await self.persist()
             self._ended(self.conv.status)
             return Stop(self.conv.status, "customer left")

@@ -37,6 +37,7 @@ from ivr.web.keys import (
     FLOWS,
     HTTP,
     METRICS,
+    PHONE,
     SETTINGS,
     STORE,
     SUPERVISOR,
@@ -115,12 +116,26 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
     await service.close()
 
 
+async def _phone_calls(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.sip.enabled:
+        yield
+        return
+    from ivr.channels.voice.runtime import phone_calls  # pjsua2 only where calls are taken
+
+    async with phone_calls(settings, app[SUPERVISOR], app[CONVERSATIONS]) as phone:
+        app[PHONE] = phone
+        yield
+
+
 def create_app(settings: Settings, api_token: str | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors, api.require_token], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[API_TOKEN] = api_token or settings.api.token or secrets.token_urlsafe(24)
     app[METRICS] = Metrics()
-    app.cleanup_ctx.extend([_store, _http_client, _flows, _supervisor, _conversations])
+    app.cleanup_ctx.extend(
+        [_store, _http_client, _flows, _supervisor, _conversations, _phone_calls]
+    )
     health.add_routes(app)
     api.add_routes(app)
     chat.add_routes(app)

@@ -20,3 +20,4 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 FLOWS = web.AppKey("flows", FlowRepository)
 CONVERSATIONS = web.AppKey("conversations", ConversationService)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+PHONE = web.AppKey("phone", object)  # ivr.channels.voice.phone.PhoneService when SIP is on

@@ -26,6 +26,7 @@ def input_spec(action: m.AskAction) -> InputSpec:
         terminator=action.terminator,
         hints=hints,
         secure=action.secure,
+        expect=action.type,
     )
 
 

@@ -20,6 +20,7 @@ def input_spec(action: m.MenuAction, run: FlowRun) -> InputSpec:
         max_digits=1,
         terminator=None,
         hints=tuple(hints),
+        expect="choice",
         choices=tuple(
             Choice(label=o.label or (o.intent or "").replace("_", " "), key=o.key)
             for o in action.options

@@ -24,6 +24,7 @@ def factor_spec(factor: m.VerifyFactor) -> InputSpec:
         max_digits=factor.length,
         terminator=factor.terminator,
         secure=True,
+        expect=factor.type,
     )
 
 

@@ -1,0 +1,149 @@
+"""A phone call as a flow channel: prompts become audio files, questions become `collect`.
+
+`say` queues its prompt in the media worker and returns at once, so the flow carries on (a
+lookup runs while "one moment please" plays); the worker plays queued prompts in order and only
+hangs up or transfers once they are heard. `ask` queues its prompt with a listening spec and
+waits for the worker's answer: speech (transcribed by a speech worker), keys, or nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from ivr.channels.voice.gateway import CallHandle
+from ivr.channels.voice.prompts import PromptAudio
+from ivr.flow.channel import ChannelClosed, CustomerInput, InputSpec, Prompt, TransferTarget
+
+log = logging.getLogger("ivr.voice")
+
+DIGITS_GRAMMAR = "<digits>"  # the recogniser's built-in rule for spoken digit strings
+TRANSFER_TIMEOUT = 30.0  # seconds to wait for the far end's final NOTIFY
+HANGUP_GRACE = 10.0  # beyond the queued prompts' length, when ending a call
+
+
+class VoiceChannel:
+    name = "sip"
+    medium = "voice"
+
+    def __init__(self, call: CallHandle, prompts: PromptAudio, end_silence: float = 0.3) -> None:
+        self.call = call
+        self.prompts = prompts
+        self.end_silence = end_silence
+        self.queued_seconds = 0.0  # prompt audio sent since the last answer (for hang-up waits)
+
+    async def say(self, prompt: Prompt) -> None:
+        self._check_open()
+        files, seconds = await self.prompts.files(prompt)
+        self.queued_seconds += seconds
+        self.call.send("play", files=files, barge_in=prompt.barge_in)
+
+    async def ask(self, prompt: Prompt, spec: InputSpec) -> CustomerInput | None:
+        self._check_open()
+        files, seconds = await self.prompts.files(prompt) if prompt.text else ([], 0.0)
+        request = self.call.next_request()
+        self.call.send(
+            "collect",
+            request=request,
+            files=files,
+            spec=listen_spec(prompt, spec, self.end_silence),
+        )
+        # Bounded: every prompt queued, the no-input time, and slack for a long utterance.
+        limit = self.queued_seconds + seconds + spec.timeout + 60.0
+        self.queued_seconds = 0.0
+        event = await self._wait(
+            lambda e: e.get("event") == "input" and e.get("request") == request, limit
+        )
+        kind = event.get("kind")
+        if kind == "speech":
+            return CustomerInput(
+                kind="speech", text=str(event.get("text") or ""), confidence=event.get("confidence")
+            )
+        if kind == "dtmf":
+            return CustomerInput(kind="dtmf", digits=str(event.get("digits") or ""))
+        return None
+
+    async def transfer(self, target: TransferTarget) -> None:
+        if not target.sip_uri:
+            # Queues of our own agents arrive with the ACD (routing/): keep the caller on the
+            # line; the conversation is stored as queued.
+            return
+        self._check_open()
+        headers = dict(target.headers)
+        headers.setdefault("User-to-User", user_to_user(target.headers))
+        self.call.send("transfer", uri=target.sip_uri, headers=headers)
+        limit = self.queued_seconds + TRANSFER_TIMEOUT
+        self.queued_seconds = 0.0
+        event = await self._wait(
+            lambda e: e.get("event") == "transfer" and bool(e.get("final")), limit
+        )
+        status = int(event.get("status", 0))
+        if not 200 <= status < 300:
+            log.warning("call %s: transfer to %s failed: %s", self.call.key, target.sip_uri, status)
+
+    async def end(self, reason: str) -> None:
+        if self.call.ended is not None:
+            return
+        self.call.send("hangup")
+        try:
+            await self._wait(lambda e: False, self.queued_seconds + HANGUP_GRACE)
+        except ChannelClosed:
+            return
+        except TimeoutError:
+            self.call.send("hangup", now=True)
+
+    # ---------------------------------------------------------------- internals
+
+    def _check_open(self) -> None:
+        if self.call.ended is not None:
+            raise ChannelClosed(str(self.call.ended.get("reason", "the caller hung up")))
+
+    async def _wait(self, wanted: Any, limit: float) -> dict[str, Any]:
+        """The next event `wanted` accepts; ChannelClosed when the call ends first."""
+        async with asyncio.timeout(limit):
+            while True:
+                event = await self.call.events.get()
+                if event.get("event") == "ended":
+                    self.call.events.put_nowait(event)  # later waits see it too
+                    raise ChannelClosed(str(event.get("reason", "the caller hung up")))
+                if wanted(event):
+                    return event
+
+
+def listen_spec(prompt: Prompt, spec: InputSpec, end_silence: float) -> dict[str, Any]:
+    """The media worker's listening spec for a flow's question."""
+    return {
+        "speech": "speech" in spec.modes,
+        "dtmf": "dtmf" in spec.modes,
+        "barge_in": prompt.barge_in,
+        "timeout": spec.timeout,
+        "end_silence": spec.end_silence or end_silence,
+        "max_digits": spec.max_digits,
+        "terminator": spec.terminator,
+        "language": prompt.language,
+        "grammar": grammar_for(spec),
+    }
+
+
+def grammar_for(spec: InputSpec) -> list[str] | None:
+    """Phrases to constrain recognition to (far more accurate and ~10x cheaper than free
+    speech), or None for free speech."""
+    if spec.expect in ("digits", "number", "date"):
+        return [DIGITS_GRAMMAR]
+    if spec.hints:
+        return list(dict.fromkeys(h.lower() for h in spec.hints if h.strip()))
+    return None
+
+
+def user_to_user(headers: dict[str, str]) -> str:
+    """RFC 7433 User-to-User: a short context as hex-encoded JSON (PBXs pass it on to their
+    ACD). ISDN-style UUI holds 128 octets, so only the conversation id and intent go in."""
+    context = {"id": headers.get("X-Conversation-Id", "")}
+    if headers.get("X-Intent"):
+        context["intent"] = headers["X-Intent"]
+    payload = json.dumps(context, separators=(",", ":")).encode()
+    if len(payload) > 128:
+        payload = json.dumps({"id": context["id"]}, separators=(",", ":")).encode()
+    return f"{payload.hex()};encoding=hex"

@@ -1,0 +1,79 @@
+"""Answering phone calls: which flow takes a call, and the life of its conversation.
+
+The dialled number (the Request-URI's user, then the To header's) picks the flow that lists it
+in its `numbers:`, else `[sip] default_flow`. The caller's number becomes the conversation's
+contact phone, so a later SMS escalation knows where to write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ivr.channels.voice.channel import VoiceChannel
+from ivr.channels.voice.gateway import CallHandle
+from ivr.channels.voice.prompts import PromptAudio
+from ivr.config import SipSettings
+from ivr.conversation_service import ConversationService, UnknownFlow
+from ivr.flow.problems import FlowError
+
+log = logging.getLogger("ivr.voice")
+
+
+class PhoneService:
+    def __init__(
+        self,
+        sip: SipSettings,
+        conversations: ConversationService,
+        prompts: PromptAudio,
+        end_silence: float,
+    ) -> None:
+        self.sip = sip
+        self.conversations = conversations
+        self.prompts = prompts
+        self.end_silence = end_silence
+        self.active: set[CallHandle] = set()
+
+    def flow_for(self, *numbers: str) -> str | None:
+        flows = self.conversations.flows.current
+        if flows is not None:
+            for number in numbers:
+                flow = flows.flow_for_number(number)
+                if flow is not None:
+                    return flow.name
+        return self.sip.default_flow or None
+
+    async def on_incoming(self, call: CallHandle) -> None:
+        details = call.details
+        flow = self.flow_for(str(details.get("request_user", "")), str(details.get("to_user", "")))
+        if flow is None:
+            call.send("reject", code=404, reason="Not Found")
+            return
+        channel = VoiceChannel(call, self.prompts, self.end_silence)
+        contact = {"phone": str(details["from_user"])} if details.get("from_user") else {}
+        try:
+            live = await self.conversations.start(channel, flow, contact=contact)
+        except UnknownFlow:
+            log.error("call %s: [sip] routes it to flow %r, which does not exist", call.key, flow)
+            call.send("reject", code=404, reason="Not Found")
+            return
+        except FlowError as exc:  # no valid flows loaded at all
+            log.error("call %s: cannot answer: %s", call.key, exc)
+            call.send("reject", code=503, reason="Service Unavailable")
+            return
+        call.send("answer")
+        log.info(
+            "call %s from %s to %s: conversation %s, flow %s",
+            call.key,
+            details.get("from_user") or "anonymous",
+            details.get("request_user"),
+            live.conv.id,
+            flow,
+        )
+        self.active.add(call)
+        try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await live.task
+        finally:
+            self.active.discard(call)

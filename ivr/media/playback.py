@@ -1,0 +1,73 @@
+"""What a call is saying: a queue of prompts, each bargeable or not, fed to the audio port.
+
+The loop keeps a small lead of frames in the port's outgoing buffer (the clock thread takes one
+every 20 ms); a barge-in drops the buffered frames and the bargeable prompts at the head of the
+queue at once, so the caller hears the prompt stop within one loop tick.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+LEAD_FRAMES = 4  # 80 ms buffered ahead: rides out loop jitter, and is all a barge-in must drop
+
+
+@dataclass
+class PromptItem:
+    frames: list[bytes]
+    barge_in: bool
+    position: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.position >= len(self.frames)
+
+
+@dataclass
+class Playback:
+    outgoing: deque[bytes]  # shared with the audio port: popped by the clock thread
+    items: deque[PromptItem] = field(default_factory=deque)
+    # How many frames in `outgoing` belong to a bargeable item (a non-bargeable one never has
+    # its frames dropped): track by the item currently feeding.
+    _feeding: PromptItem | None = None
+
+    def enqueue(self, frames: list[bytes], barge_in: bool) -> None:
+        if frames:
+            self.items.append(PromptItem(frames, barge_in))
+
+    def feed(self) -> None:
+        """Top up the outgoing buffer (called every loop tick)."""
+        while len(self.outgoing) < LEAD_FRAMES and self.items:
+            item = self.items[0]
+            self._feeding = item
+            self.outgoing.append(item.frames[item.position])
+            item.position += 1
+            if item.finished:
+                self.items.popleft()
+
+    @property
+    def playing(self) -> bool:
+        return bool(self.items) or bool(self.outgoing)
+
+    @property
+    def bargeable_now(self) -> bool:
+        """Is what the caller hears now allowed to be cut?"""
+        if self.outgoing and self._feeding is not None:
+            return self._feeding.barge_in
+        return bool(self.items) and self.items[0].barge_in
+
+    def barge_in(self) -> bool:
+        """Stop what is playing if it may be cut; True if anything was stopped."""
+        if not self.playing or not self.bargeable_now:
+            return False
+        self.outgoing.clear()
+        while self.items and self.items[0].barge_in:
+            self.items.popleft()
+        self._feeding = None
+        return True
+
+    def stop(self) -> None:
+        self.outgoing.clear()
+        self.items.clear()
+        self._feeding = None

@@ -1,0 +1,451 @@
+"""The media worker process: pjsua2 calls driven by the control plane, like Asterisk's ARI.
+
+    python -m ivr.media.worker --name media-1 --control CONTROL.sock --options JSON
+
+It connects to the control plane's socket, says hello, and then reports calls (`incoming`,
+`input`, `barge_in`, `transfer`, `ended`) and obeys commands (`answer`, `reject`, `play`,
+`collect`, `stop`, `transfer`, `hangup`). It holds no business state: when the control plane goes
+away it hangs up and exits, and the supervisor starts a fresh one.
+
+One asyncio loop owns every call; a 20 ms ticker moves audio between the calls' ports and their
+listeners and players.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass, field
+from email.parser import HeaderParser
+from typing import Any
+
+import pjsua2 as pj
+
+from ivr.media.audio import FRAME_MS, BadPromptAudio, PromptFiles
+from ivr.media.call import CallLeg, IvrCall
+from ivr.media.endpoint import (
+    EndpointOptions,
+    ThreadSafeDelete,
+    media_transport,
+    shutdown_and_exit,
+    start_endpoint,
+)
+from ivr.media.listening import ListenSpec
+from ivr.workers.ipc import Link, ProtocolError
+
+log = logging.getLogger("ivr.media")
+
+# SIP's compact header forms (RFC 3261 §7.3.3) for the headers we read.
+_COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact"}
+STALE_INVITE_SECONDS = 1.5  # Kamailio gave up on us by now and tried another worker
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    endpoint: EndpointOptions = field(default_factory=EndpointOptions)
+    asr_sockets: tuple[str, ...] = ()
+    max_call_seconds: float = 3600.0  # a lost BYE must not hold one of our 4 slots forever
+    dtmf_methods: tuple[str, ...] = ("rfc4733", "info")  # key presses taken from these
+    registrar: str = ""  # sip:pbx.example.com: register there (digest auth below)
+    username: str = ""
+    password: str = ""
+    realm: str = "*"
+    register_interval: int = 300
+    contact_host: str = ""  # host:port to advertise (Kamailio's address when it fronts us)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerOptions:
+        raw = json.loads(text)
+        endpoint = raw.pop("endpoint", {})
+        endpoint["codecs"] = tuple(endpoint.get("codecs", EndpointOptions.codecs))
+        raw["asr_sockets"] = tuple(raw.get("asr_sockets", ()))
+        raw["dtmf_methods"] = tuple(raw.get("dtmf_methods", WorkerOptions.dtmf_methods))
+        return cls(endpoint=EndpointOptions(**endpoint), **raw)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class IvrAccount(ThreadSafeDelete, pj.Account):
+    def __init__(self, worker: MediaWorker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        # The call object must be made here, and the message read here: rdata dies with us.
+        try:
+            key = f"{self.worker.name}-{next(self.worker.numbers)}"
+            call = IvrCall(self, prm.callId, self.worker, key)
+            self.worker.pending[key] = call  # a strong reference before anything else
+            message = prm.rdata.wholeMsg
+            source = prm.rdata.srcAddress
+            self.worker.loop.call_soon_threadsafe(self.worker.on_incoming, key, message, source)
+        except Exception:
+            log.exception("incoming call")
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.worker.loop.call_soon_threadsafe(
+            self.worker.on_registration, prm.code, prm.reason, prm.expiration
+        )
+
+
+class MediaWorker:
+    def __init__(self, name: str, control: str, options: WorkerOptions) -> None:
+        self.name = name
+        self.control = control
+        self.options = options
+        self.numbers = itertools.count(1)
+        self.pending: dict[str, IvrCall] = {}  # created on pjsua2's thread, not yet seen
+        self.legs: dict[str, CallLeg] = {}
+        self.prompts = PromptFiles()
+        self.link: Link | None = None
+        self.loop: asyncio.AbstractEventLoop
+        self.stopping = asyncio.Event()
+        self._asr_clients: dict[str, Any] = {}
+        self._asr_turn = itertools.count()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A background task kept referenced until it ends (asyncio holds only weak ones)."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopping.set)
+        self.endpoint = start_endpoint(self.options.endpoint)
+        self.account = IvrAccount(self)
+        self.account.create(self._account_config(), True)
+        self.link = await Link.connect(self.control)
+        self.emit(
+            {
+                "event": "hello",
+                "worker": self.name,
+                "max_calls": self.options.endpoint.max_calls,
+            }
+        )
+        from pocketsphinx import Vad  # WebRTC's VAD: C, ~2 µs a frame, no model to load
+
+        self.vad = Vad(Vad.LOOSE, 16000, FRAME_MS / 1000)
+        ticker = asyncio.create_task(self._ticker())
+        commands = asyncio.create_task(self._commands())
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({commands, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (ticker, commands, stop):
+            task.cancel()
+        await self._hang_up_all()
+
+    def _account_config(self) -> pj.AccountConfig:
+        options = self.options
+        ep = options.endpoint
+        cfg = pj.AccountConfig()
+        host = options.contact_host or f"{ep.public_address or ep.host}:{ep.udp_port or 5060}"
+        cfg.idUri = f"sip:ivr@{host}"
+        cfg.mediaConfig.transportConfig = media_transport(ep)
+        if options.contact_host:
+            cfg.sipConfig.contactForced = f"<sip:ivr@{options.contact_host}>"
+        if options.registrar:
+            user_host = options.registrar.split(":", 1)[-1]
+            cfg.idUri = f"sip:{options.username}@{user_host}"
+            cfg.regConfig.registrarUri = options.registrar
+            cfg.regConfig.timeoutSec = options.register_interval
+            cfg.regConfig.retryIntervalSec = 30
+            cfg.sipConfig.authCreds.append(
+                pj.AuthCredInfo("digest", options.realm, options.username, 0, options.password)
+            )
+        return cfg
+
+    async def _hang_up_all(self) -> None:
+        for leg in list(self.legs.values()):
+            leg.hangup(503, "Service Unavailable")
+        deadline = time.monotonic() + 2.0
+        while self.legs and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # DISCONNECTED callbacks arrive through the loop
+        for leg in list(self.legs.values()):
+            self._release(leg.key)
+        if self.link is not None:
+            await self.link.close()
+
+    # ---------------------------------------------------------------- control plane link
+
+    def emit(self, message: dict[str, Any]) -> None:
+        if self.link is not None:
+            self.link.send(message)
+
+    async def _commands(self) -> None:
+        assert self.link is not None
+        while True:
+            try:
+                message = await self.link.receive()
+            except (ProtocolError, ConnectionError) as exc:
+                log.error("control plane link broken: %s", exc)
+                return
+            if message is None:
+                log.info("control plane went away")
+                return
+            if isinstance(message, bytes):
+                continue
+            try:
+                self.on_command(message)
+            except Exception as exc:  # one bad command must not take the other calls down
+                log.exception("command %s failed", message.get("op"))
+                self.emit({"event": "error", "call": message.get("call"), "message": str(exc)})
+
+    def on_command(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        leg = self.legs.get(str(message.get("call")))
+        if leg is None or leg.ended:
+            self.emit({"event": "error", "call": message.get("call"), "message": "no such call"})
+            return
+        if op == "answer":
+            prm = pj.CallOpParam(True)
+            prm.statusCode = 200
+            leg.call.answer(prm)
+            leg.answered = True
+            leg.started_at = self.loop.time()
+        elif op == "reject":
+            leg.hangup(int(message.get("code", 480)), str(message.get("reason", "")))
+        elif op == "play":
+            leg.playback.enqueue(self._frames(message), bool(message.get("barge_in", False)))
+        elif op == "collect":
+            spec = ListenSpec.from_message(message.get("spec", {}))
+            leg.playback.enqueue(self._frames(message), spec.barge_in)
+            leg.listen(int(message["request"]), spec)
+        elif op == "stop":
+            leg.stop()
+        elif op == "transfer":
+            uri, headers = str(message["uri"]), dict(message.get("headers", {}))
+            leg.after_playback.append(lambda: self._transfer(leg, uri, headers))
+        elif op == "hangup":
+            if message.get("now"):
+                leg.hangup()
+            else:
+                leg.after_playback.append(leg.hangup)
+        else:
+            self.emit({"event": "error", "call": leg.key, "message": f"unknown op {op!r}"})
+
+    def _frames(self, message: dict[str, Any]) -> list[bytes]:
+        frames: list[bytes] = []
+        for path in message.get("files", []):
+            try:
+                frames.extend(self.prompts.frames(str(path)))
+            except (OSError, BadPromptAudio) as exc:
+                log.error("cannot play %s: %s", path, exc)
+        return frames
+
+    def _transfer(self, leg: CallLeg, uri: str, headers: dict[str, str]) -> None:
+        try:
+            leg.transfer(uri, headers)
+        except pj.Error as exc:
+            self.emit(
+                {
+                    "event": "transfer",
+                    "call": leg.key,
+                    "status": 500,
+                    "final": True,
+                    "reason": exc.info(),
+                }
+            )
+
+    # ---------------------------------------------------------------- pjsua2 events (loop)
+
+    def on_incoming(self, key: str, message: str, source: str) -> None:
+        call = self.pending.pop(key, None)
+        if call is None:
+            return
+        leg = CallLeg(key, call, self)
+        self.legs[key] = leg
+        details = parse_invite(message)
+        stamp = details["headers"].get("X-LB-Ts")
+        if stamp and _stale(stamp):
+            log.warning("refusing a stale INVITE (%s): the proxy gave it to another worker", key)
+            leg.hangup(480, "Stale Request")
+            return
+        self.emit({"event": "incoming", "call": key, "source": source, **details})
+
+    def on_call_state(self, key: str, state: int, code: int, reason: str) -> None:
+        leg = self.legs.get(key)
+        if leg is None:
+            return
+        if state == pj.PJSIP_INV_STATE_CONFIRMED:
+            leg.answered = True
+        elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.emit({"event": "ended", "call": key, "code": code, "reason": reason or "hung up"})
+            self._release(key)
+
+    def on_media_state(self, key: str) -> None:
+        leg = self.legs.get(key)
+        if leg is not None and not leg.ended:
+            try:
+                leg.connect_audio()
+            except pj.Error as exc:
+                log.error("call %s: cannot connect audio: %s", key, exc.info())
+
+    def on_digit(self, key: str, digit: str, method: int) -> None:
+        via = "info" if method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+        if via not in self.options.dtmf_methods:
+            return
+        leg = self.legs.get(key)
+        if leg is not None:
+            leg.digit(digit, self.loop.time())
+
+    def on_transfer_status(self, key: str, code: int, reason: str, final: bool) -> None:
+        leg = self.legs.get(key)
+        if leg is None:
+            return
+        self.emit(
+            {"event": "transfer", "call": key, "status": code, "reason": reason, "final": final}
+        )
+        if final and 200 <= code < 300:
+            leg.hangup()  # the transferee has its new call: our part is done
+
+    def on_registration(self, code: int, reason: str, expiration: int) -> None:
+        level = logging.INFO if 200 <= code < 300 else logging.WARNING
+        log.log(level, "registration: %s %s (expires in %s s)", code, reason, expiration)
+        self.emit({"event": "registration", "code": code, "reason": reason})
+
+    def _release(self, key: str) -> None:
+        leg = self.legs.pop(key, None)
+        if leg is None:
+            return
+        leg.release()
+        client = self._asr_clients.pop(key, None)
+        if client is not None:
+            self.spawn(client.close())
+        # The Call object must go now: its destructor hangs up whatever call holds its slot,
+        # and pjsua2 reuses slots within seconds.
+        leg.call = None  # type: ignore[assignment]
+
+    # ---------------------------------------------------------------- audio
+
+    async def _ticker(self) -> None:
+        period = FRAME_MS / 1000
+        next_at = self.loop.time()
+        while True:
+            next_at += period
+            now = self.loop.time()
+            for leg in list(self.legs.values()):
+                if leg.ended:
+                    continue
+                try:
+                    leg.tick(now, self.vad)
+                except Exception:
+                    log.exception("call %s: tick failed", leg.key)
+                if leg.answered and now - leg.started_at > self.options.max_call_seconds:
+                    log.warning("call %s: longer than the maximum, hanging up", leg.key)
+                    leg.hangup()
+            delay = next_at - self.loop.time()
+            if delay < -0.2:  # the loop was stalled: do not try to catch up in a burst
+                next_at = self.loop.time()
+                delay = 0
+            await asyncio.sleep(max(0.0, delay))
+
+    async def asr_client(self, leg: CallLeg) -> Any:
+        """The call's connection to a speech worker (made on first use, kept for the call)."""
+        client = self._asr_clients.get(leg.key)
+        if client is None:
+            from ivr.speech.asr.client import AsrClient
+
+            sockets = self.options.asr_sockets
+            if not sockets:
+                raise RuntimeError("no speech worker configured")
+            path = sockets[next(self._asr_turn) % len(sockets)]
+            client = await AsrClient.connect(path)
+            if leg.ended:
+                await client.close()
+                raise RuntimeError("the call ended")
+            self._asr_clients[leg.key] = client
+        return client
+
+
+def parse_invite(message: str) -> dict[str, Any]:
+    """What the control plane needs from an INVITE: who calls, which number, context headers."""
+    head = message.replace("\r\n", "\n").split("\n\n", 1)[0]
+    request_line, _, header_text = head.partition("\n")
+    parsed = HeaderParser().parsestr(header_text)
+    headers: dict[str, str] = {}
+    for name, value in parsed.items():
+        name = _COMPACT.get(name.lower(), name) if len(name) == 1 else name
+        headers.setdefault(name, str(value).strip())
+    parts = request_line.split()
+    request_uri = parts[1] if len(parts) >= 2 else ""
+    context = {
+        name: value
+        for name, value in headers.items()
+        if name.lower().startswith("x-") or name.lower() == "user-to-user"
+    }
+    return {
+        "request_uri": request_uri,
+        "request_user": _user_of(request_uri),
+        "from": headers.get("From", ""),
+        "from_user": _user_of(headers.get("From", "")),
+        "to_user": _user_of(headers.get("To", "")),
+        "call_id": headers.get("Call-ID", ""),
+        "headers": context,
+    }
+
+
+def _user_of(uri: str) -> str:
+    """`"Alice" <sip:+4412345@host;user=phone>;tag=1` -> `+4412345`."""
+    text = uri
+    if "<" in text:
+        text = text.split("<", 1)[1].split(">", 1)[0]
+    for scheme in ("sips:", "sip:", "tel:"):
+        if scheme in text:
+            text = text.split(scheme, 1)[1]
+            break
+    else:
+        return ""
+    user = text.split("@", 1)[0] if "@" in text else ""
+    return user.split(";", 1)[0]
+
+
+def _stale(stamp: str) -> bool:
+    try:
+        return time.time() - float(stamp) > STALE_INVITE_SECONDS
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ivr-media-worker")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--control", required=True, help="the control plane's Unix socket")
+    parser.add_argument("--options", default="{}", help="WorkerOptions as JSON")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    options = WorkerOptions.from_json(args.options)
+    worker = MediaWorker(args.name, args.control, options)
+    status = 0
+    try:
+        asyncio.run(worker.run())
+    except Exception:
+        log.exception("media worker %s failed", args.name)
+        status = 1
+    worker.account = None  # type: ignore[assignment]
+    worker.legs.clear()
+    worker.pending.clear()
+    # Also when start_endpoint failed half way (the SIP port taken): the library exists.
+    shutdown_and_exit(getattr(worker, "endpoint", None) or pj.Endpoint.instance(), status)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Phone calls against a real server: `ivr serve`'s application with its speech and media
+workers, and the `ivr call` softphone (pjsua2, another process) as the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivr.config import SipSettings, SpeechSettings
+from ivr.conversation import Conversation
+from ivr.web.keys import CONVERSATIONS, STORE
+from tests.serve_fixtures import ServeApp, Served, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+CALL_TIMEOUT = 60.0  # a whole scripted call, including the softphone's own start
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rtp_range() -> str:
+    """A block of 200 RTP ports picked at random: parallel servers rarely collide, and pjsua
+    moves on to the next free port when one is taken."""
+    first = random.randrange(20000, 29000, 200)
+    return f"{first}-{first + 199}"
+
+
+@dataclass
+class CallResult:
+    outcome: dict[str, Any]
+    returncode: int
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass
+class VoiceServer:
+    served: Served
+    sip_port: int
+
+    def uri(self, number: str = "1000") -> str:
+        return f"sip:{number}@127.0.0.1:{self.sip_port}"
+
+    async def call(
+        self, number: str, *actions: str, extra: Sequence[str] = (), timeout: float = 20.0
+    ) -> CallResult:
+        """Dial with `ivr call`, run the actions, return its outcome JSON."""
+        argv = [sys.executable, "-m", "ivr.softphone", self.uri(number), "--timeout", str(timeout)]
+        for action in actions:
+            argv += ["--do", action]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            *extra,
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), CALL_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            pytest.fail(f"the softphone did not finish within {CALL_TIMEOUT} s")
+        text = out.decode(errors="replace").strip()
+        try:
+            outcome = json.loads(text.splitlines()[-1]) if text else {}
+        except ValueError:
+            pytest.fail(f"the softphone printed no outcome: {text!r}\n{err.decode()[-2000:]}")
+        return CallResult(outcome, proc.returncode or 0, err.decode(errors="replace"))
+
+    async def last_conversation(self) -> Conversation:
+        """The most recent conversation, once its run is over (and so stored to the end)."""
+
+        async def finished() -> Conversation | None:
+            recent = await self.served.app[STORE].list_recent(1)
+            if recent and self.served.app[CONVERSATIONS].live(recent[0].id) is None:
+                return recent[0]
+            return None
+
+        return await wait_until(finished, timeout=10.0)
+
+
+async def start_voice_server(serve_app: ServeApp, tmp_path: Path, **sip: Any) -> VoiceServer:
+    """`ivr serve` with SIP on a free port (and its speech and media workers)."""
+    port = free_udp_port()
+    served = await serve_app(
+        sip=SipSettings(port=port, rtp_ports=rtp_range(), **sip),
+        speech=SpeechSettings(cache_dir=str(tmp_path / "prompt-cache")),
+    )
+    return VoiceServer(served, port)
+
+
+@pytest.fixture
+async def voice_server(serve_app: ServeApp, tmp_path: Path) -> VoiceServer:
+    return await start_voice_server(serve_app, tmp_path)
