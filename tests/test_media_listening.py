@@ -232,3 +232,45 @@ def test_a_notice_queued_before_the_question_is_heard_in_full_keys_and_all() -> 
     listener.interruptible = True  # the question itself has started
     listener.digit("1", 1.0)
     assert calls.answers == [Answer("dtmf", digits="1")]
+
+
+class StubWorker:
+    """The media worker as a call leg sees it: a clock and an event sink."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.events: list[dict[str, object]] = []
+        self.loop = self
+
+    def time(self) -> float:
+        return self.now
+
+    def emit(self, event: dict[str, object]) -> None:
+        self.events.append(event)
+
+
+def leg_with_stub() -> tuple[object, StubWorker]:
+    from ivr.media.call import CallLeg
+
+    worker = StubWorker()
+    return CallLeg("w-1", call=None, worker=worker), worker  # type: ignore[arg-type]
+
+
+def test_keys_typed_ahead_of_the_question_answer_it() -> None:
+    leg, worker = leg_with_stub()
+    leg.digit("2", 0.0)  # pressed before the menu was asked
+    leg.listen(1, ListenSpec(max_digits=1, terminator=None))
+    assert [e["digits"] for e in worker.events if e["event"] == "input"] == ["2"]
+
+
+def test_the_pound_after_a_complete_entry_is_not_the_next_answer() -> None:
+    leg, worker = leg_with_stub()
+    leg.listen(1, ListenSpec(max_digits=8, terminator="#"))
+    for key in "12345678":
+        leg.digit(key, 1.0)
+    leg.listen(2, ListenSpec(max_digits=4, terminator="#"))
+    leg.digit("#", 1.2)  # the habit of ending every entry with #
+    for key in "2580":
+        leg.digit(key, 2.0)
+    answers = [(e["request"], e["digits"]) for e in worker.events if e["event"] == "input"]
+    assert answers == [(1, "12345678"), (2, "2580")]

@@ -39,7 +39,7 @@ async def test_keys_verify_the_caller_and_the_pin_is_never_logged_or_stored(
     result = await voice_server.call(
         "1000",
         "wait-prompt",  # welcome + account number question
-        f"dtmf {ACCOUNT}",
+        f"dtmf {ACCOUNT}#",  # the # after a complete entry is not taken as the (empty) PIN
         "wait-prompt",  # PIN question
         f"dtmf {PIN}",
         "wait-prompt",  # thank you + menu

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TYPEAHEAD_MAX = 32
 RECEIVED_MAX = 100  # 2 s of caller audio waiting for the loop: more means the loop is stuck
 
 
@@ -107,6 +108,8 @@ class CallLeg:
     after_playback: list[Callable[[], None]] = field(default_factory=list)
     utterance: UtteranceStream | None = None
     started_at: float = 0.0
+    typeahead: list[str] = field(default_factory=list)  # keys pressed between questions
+    swallow: tuple[str, float] = ("", 0.0)  # a terminator to ignore until a moment
 
     def __post_init__(self) -> None:
         self.playback = Playback(self.outgoing)
@@ -155,9 +158,21 @@ class CallLeg:
         return not self.playback.playing or self.playback.bargeable_now
 
     def digit(self, key: str, now: float) -> None:
-        if self.listener is not None:
-            self.listener.interruptible = self.interruptible
-            self.listener.digit(key, now)
+        terminator, until = self.swallow
+        if key == terminator and now <= until:
+            # "12345678#" to an 8-digit question: the entry was complete at the 8th key, and
+            # the habitual # must not become an empty answer to the next question.
+            self.swallow = ("", 0.0)
+            return
+        listener = self.listener
+        if listener is None or listener.done:
+            # Type-ahead: a caller who knows the menu keys before the question is asked. Kept
+            # unless a notice that may not be interrupted is playing.
+            if self.interruptible and len(self.typeahead) < TYPEAHEAD_MAX:
+                self.typeahead.append(key)
+            return
+        listener.interruptible = self.interruptible
+        listener.digit(key, now)
 
     # ---------------------------------------------------------------- listener actions
 
@@ -187,6 +202,15 @@ class CallLeg:
 
     def give_answer(self, answer: Answer) -> None:
         self.utterance = None
+        spec = self.listener.spec if self.listener is not None else None
+        if (
+            spec is not None
+            and answer.kind == "dtmf"
+            and spec.terminator
+            and spec.max_digits
+            and len(answer.digits or "") >= spec.max_digits
+        ):
+            self.swallow = (spec.terminator, self.worker.loop.time() + spec.inter_digit)
         self.worker.emit(
             {
                 "event": "input",
@@ -209,7 +233,11 @@ class CallLeg:
         if self.listener is not None:
             self.listener.cancel()
         self.request = request
-        self.listener = Listener(spec, self, self.worker.loop.time())
+        now = self.worker.loop.time()
+        self.listener = Listener(spec, self, now)
+        keys, self.typeahead = self.typeahead, []
+        for key in keys:
+            self.digit(key, now)
 
     def stop(self) -> None:
         if self.listener is not None:
