@@ -137,6 +137,8 @@ async def test_asr_worker_end_to_end(socket_dir: str) -> None:
             utterance.feed(chunk)
         text, _ = await utterance.finish(timeout=EVENT_TIMEOUT)
         assert text.split() == ["one", "two", "three", "four"]
+        streamed = [partial async for partial in utterance.partials()]  # ends with the final
+        assert streamed and streamed[-1] == utterance.partial
 
         if HAS_KO_MODEL and shutil.which("espeak-ng"):
             utterance = await client.recognize("ko", ["네", "아니요", "상담원"])
@@ -215,6 +217,20 @@ async def test_cancel_abandons_the_utterance(socket_dir: str) -> None:
         assert terminal == {"event": "cancelled"}
         link.send({"op": "ping", "id": "after"})
         assert await receive(link) == {"event": "pong", "id": "after"}
+
+        # Pings keep their place: during an utterance, after the audio sent before them; once
+        # "end" is sent, after the final.
+        link.send({"op": "recognize", "language": "en", "grammar": ["yes", "no"]})
+        await stream(link, flite("yes"))
+        link.send({"op": "ping", "id": 1})
+        link.send({"op": "end"})
+        link.send({"op": "ping", "id": 2})
+        seen: list[Any] = []
+        while {"event": "pong", "id": 2} not in seen:
+            event = await receive(link)
+            if event["event"] != "partial":
+                seen.append(event if event["event"] == "pong" else event["event"])
+        assert seen == [{"event": "pong", "id": 1}, "final", {"event": "pong", "id": 2}]
 
         # The client: recognize while one is open cancels it first; events never mix.
         client = await AsrClient.connect(path)

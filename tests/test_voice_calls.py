@@ -14,8 +14,10 @@ import logging
 import os
 import signal
 import sys
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ivr.conversation import Role, Status
@@ -214,3 +216,58 @@ async def test_a_transfer_hands_the_call_to_a_sip_uri_with_the_conversation_id(
     payload, _, params = headers["User-to-User"].partition(";")
     assert params == "encoding=hex"
     assert json.loads(bytes.fromhex(payload))["id"] == conv.id
+
+
+BARGE_FLOW = """
+flow: barge
+language: en
+numbers: ["5000"]
+start: question
+steps:
+  question:
+    menu:
+      prompt: >-
+        You can say check balance, or agent. This prompt goes on for a long time, so that a
+        caller who already knows what they want can interrupt it at any moment and does not
+        have to wait until the very end of all these words.
+      options:
+        - {intent: check_balance, key: "1", next: done}
+        - {intent: talk_to_agent, key: "0", next: done}
+  done:
+    end: "Thank you."
+"""
+
+
+async def test_speaking_during_a_question_stops_the_prompt_at_once(
+    serve_app: ServeApp, flow_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    (flow_files[0] / "barge.yaml").write_text(BARGE_FLOW)
+    server = await start_voice_server(serve_app, tmp_path)
+    recording = tmp_path / "heard.wav"
+    result = await server.call(
+        "5000",
+        "wait-speech",  # the long question has started
+        'say "check my balance"',
+        "wait-prompt",  # "Thank you." and the hang-up
+        # Wideband: PocketSphinx's 16 kHz model misses this short phrase in G.711's 8 kHz.
+        extra=["--record", str(recording), "--codec", "G722"],
+    )
+    assert result.ok, result.outcome
+    said_at = next(a["at"] for a in result.outcome["actions"] if a["do"].startswith("say"))
+    heard = loudness_by_frame(recording)
+    # flite starts speaking ~0.22 s into its file. From 0.25 s after that until the caller
+    # stops talking the bot is silent: the prompt (~10 s to go) was cut at once, and the
+    # answer comes only after the caller's last word.
+    window = heard[int((said_at + 0.47) / 0.02) : int((said_at + 1.1) / 0.02)]
+    assert window.size and window.max() < 300, window.max()
+    conv = await server.last_conversation()
+    assert conv.last_intent == "check_balance"
+    assert [t.text for t in conv.timeline if t.role is Role.BOT][-1] == "Thank you."
+
+
+def loudness_by_frame(path: Path) -> np.ndarray:
+    """RMS of each 20 ms frame of a 16 kHz mono recording."""
+    with wave.open(str(path), "rb") as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(float)
+    frames = samples[: samples.size // 320 * 320].reshape(-1, 320)
+    return np.sqrt((frames**2).mean(axis=1))

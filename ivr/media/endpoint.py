@@ -47,7 +47,7 @@ class EndpointOptions:
     public_address: str = ""  # advertised in Contact and SDP when behind NAT
     rtp_port: int = 40000  # first RTP port...
     rtp_port_range: int = 1000  # ...and how many after it
-    codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722")  # in order of preference; others off
+    codecs: tuple[str, ...] = ("G722", "PCMU", "PCMA")  # in order of preference; others off
     max_calls: int = 4
     user_agent: str = "ivr"
     log_level: int = 1  # pjsip's own log (0-6) to stderr

@@ -41,7 +41,11 @@ class WorkerError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ivr.speech.worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ivr.speech.worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--socket", required=True, help="Unix socket path to serve")
     parser.add_argument("--role", required=True, choices=("asr", "tts"))
     parser.add_argument(

@@ -3,11 +3,14 @@
 What the measurements on this machine decided (research: speech-engines-detail.md, and the
 figures in the speech worker's report):
 
-- Decoders are expensive to make (~0.3 s with the language model, ~0.1 s for grammars only, and
-  the GIL is held the whole time, stalling every other call in the process) and cheap to reuse,
-  so they live in pools. Switching a pooled decoder to a grammar costs ~0.3 ms
-  (`add_jsgf_string`) and then nothing (`activate_search`), so each decoder caches the compiled
-  searches of the last few grammars it served.
+- A language-model decoder is expensive to make (~0.3 s and ~90 MB, with the GIL held the
+  whole time, stalling every other call in the process) and cheap to reuse, so they live in a
+  pool, one made before the worker is ready.
+- Grammar decoders are separate and small: made with a one-word dictionary (~9 ms, ~5 MB
+  instead of ~0.1 s and ~30 MB with the full one), they get each grammar word's pronunciations
+  (all variants) copied from the full dictionary when a grammar needs them (~0.03 ms a word).
+  Compiling a grammar costs ~0.3 ms (`add_jsgf_string`), so each decoder keeps the searches
+  of the last few grammars it served, and switching to one is free (`activate_search`).
 - `fwdflat=False`: the second (flat-lexicon) pass ran at end of utterance and took 40-140 ms with
   the GIL held; without it `end_utt` takes 5-50 ms and the flite test set was recognised the same
   (one more word right).
@@ -28,11 +31,14 @@ Confidence (0..1):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from ivr.speech.asr.base import AsrError, Utterance
@@ -57,10 +63,12 @@ class _Decoder:
         self.searches: OrderedDict[str, str] = OrderedDict()  # grammar key -> search name
         self.uses = 0
 
-    def use_grammar(self, key: str, jsgf: str) -> None:
+    def use_grammar(self, key: str, jsgf: str, words: Iterable[str], lexicon: Any) -> None:
         name = self.searches.get(key)
         if name is None:
             name = f"g{key}"
+            if self.kind == "grammar":
+                self._learn(words, lexicon)
             config = self.decoder.config
             config["bestpath"] = False  # read by the search being made (see module doc)
             try:
@@ -76,6 +84,18 @@ class _Decoder:
         else:
             self.searches.move_to_end(key)
         self.decoder.activate_search(name)
+
+    def _learn(self, words: Iterable[str], lexicon: Any) -> None:
+        """Copy the pronunciations of `words` this small dictionary lacks from `lexicon` (a
+        decoder with the full dictionary), alternates ("to(2)", "to(3)") included."""
+        for word in words:
+            if self.decoder.lookup_word(word) is not None:
+                continue
+            for variant in (word, *(f"{word}({n})" for n in range(2, 10))):
+                phones = lexicon.lookup_word(variant)
+                if phones is None:
+                    break
+                self.decoder.add_word(variant, phones, False)  # searches are made after
 
     def use_language_model(self) -> None:
         if self.kind != "lm":
@@ -98,17 +118,18 @@ class PocketSphinxEngine:
         spec: str = "pocketsphinx",
         *,
         prewarm_lm: int = 1,
-        prewarm_grammar: int = 1,
-        max_idle: int = 8,
+        prewarm_grammar: int = 2,
+        max_idle_lm: int = 6,  # ~the most LM streams one process sustains (bench)
+        max_idle_grammar: int = 32,
     ) -> None:
         import pocketsphinx  # noqa: F401  (fail here, at start-up, when it is missing)
 
         self.language = language
         self.spec = spec
-        self.max_idle = max_idle
+        self.max_idle: dict[Kind, int] = {"lm": max_idle_lm, "grammar": max_idle_grammar}
         self._idle: dict[Kind, list[_Decoder]] = {"lm": [], "grammar": []}
-        self._lexicon: dict[str, bool] = {}
-        self._lookup: Any = None  # a decoder whose dictionary answers "is this word known?"
+        self._known: dict[str, bool] = {}
+        self._lexicon: Any = None  # a decoder with the full dictionary: pronunciations
         self.created = 0
         for _ in range(prewarm_lm):
             self._idle["lm"].append(self._new("lm"))
@@ -121,16 +142,17 @@ class PocketSphinxEngine:
         from pocketsphinx import Decoder
 
         started = time.perf_counter()
-        common = {"loglevel": "FATAL", "fwdflat": False}
+        common: dict[str, Any] = {"loglevel": "FATAL", "fwdflat": False}
         if kind == "lm":
             decoder = Decoder(bestpath=True, **common)
+            if self._lexicon is None:
+                self._lexicon = decoder
         else:
             # Without a language model a decoder needs some search to start with: a keyphrase
-            # is the cheapest to make (no file). Grammars are added per utterance.
-            decoder = Decoder(lm=None, keyphrase="yes", bestpath=False, **common)
+            # is the cheapest. Grammars are added per utterance.
+            with _tiny_dict() as path:
+                decoder = Decoder(lm=None, keyphrase="yes", dict=path, bestpath=False, **common)
         self.created += 1
-        if self._lookup is None:
-            self._lookup = decoder
         log.debug(
             "PocketSphinx %s decoder made in %.0f ms",
             kind,
@@ -141,26 +163,32 @@ class PocketSphinxEngine:
     def _take(self, kind: Kind) -> _Decoder:
         if self._idle[kind]:
             return self._idle[kind].pop()
-        if kind == "grammar" and self._idle["lm"]:  # an LM decoder does grammars as well
-            return self._idle["lm"].pop()
-        log.info("all PocketSphinx %s decoders busy: making one (blocks ~0.1-0.3 s)", kind)
+        if kind == "lm":
+            log.info("all PocketSphinx LM decoders busy: making one (blocks the worker ~0.3 s)")
         return self._new(kind)
 
     def _give_back(self, slot: _Decoder, healthy: bool) -> None:
         slot.uses += 1
-        if healthy and len(self._idle[slot.kind]) < self.max_idle:
+        if healthy and len(self._idle[slot.kind]) < self.max_idle[slot.kind]:
             self._idle[slot.kind].append(slot)
+
+    @property
+    def lexicon(self) -> Any:
+        """A decoder with the full dictionary (the first LM decoder, else one made for this)."""
+        if self._lexicon is None:
+            from pocketsphinx import Decoder
+
+            self._lexicon = Decoder(lm=None, keyphrase="yes", loglevel="FATAL")
+        return self._lexicon
 
     def known(self, word: str) -> bool:
         """Is `word` in the pronunciation dictionary?"""
-        hit = self._lexicon.get(word)
+        hit = self._known.get(word)
         if hit is None:
-            if self._lookup is None:
-                self._lookup = self._new("grammar").decoder
-            hit = self._lookup.lookup_word(word) is not None
-            if len(self._lexicon) >= MAX_LEXICON_CACHE:
-                self._lexicon.clear()
-            self._lexicon[word] = hit
+            hit = self.lexicon.lookup_word(word) is not None
+            if len(self._known) >= MAX_LEXICON_CACHE:
+                self._known.clear()
+            self._known[word] = hit
         return hit
 
     # ------------------------------------------------------------------ API
@@ -168,8 +196,11 @@ class PocketSphinxEngine:
     def start(self, grammar: Sequence[str] | None = None) -> Utterance:
         parsed = parse_grammar(grammar)
         jsgf = None
+        words: set[str] = set()
         if parsed is not None:
-            jsgf = to_jsgf(filter_grammar(parsed, self.known, self.language))
+            filtered = filter_grammar(parsed, self.known, self.language)
+            jsgf = to_jsgf(filtered)
+            words = {w for p in filtered.phrases for w in p.split()} | set(filtered.digit_words)
             if jsgf is None:
                 log.info("no grammar phrase is in the dictionary: free speech instead")
         slot = self._take("lm" if jsgf is None else "grammar")
@@ -178,7 +209,7 @@ class PocketSphinxEngine:
                 slot.use_language_model()
             else:
                 assert parsed is not None
-                slot.use_grammar(parsed.key, jsgf)
+                slot.use_grammar(parsed.key, jsgf, words, self.lexicon)
             slot.decoder.start_utt()
         except Exception:
             self._give_back(slot, healthy=False)
@@ -187,7 +218,7 @@ class PocketSphinxEngine:
 
     def close(self) -> None:
         self._idle = {"lm": [], "grammar": []}
-        self._lookup = None
+        self._lexicon = None
 
     def idle_count(self, kind: Kind) -> int:
         return len(self._idle[kind])
@@ -241,6 +272,20 @@ class PocketSphinxUtterance(Utterance):
         """A decoder that raised is in an unknown state: it does not go back to the pool."""
         self._closed = True
         self.engine._give_back(self.slot, healthy=False)
+
+
+@contextlib.contextmanager
+def _tiny_dict() -> Iterator[str]:
+    """The dictionary grammar decoders start from: one word (the format needs one). The
+    decoder reads it when it is made, so the file lives only that long."""
+    fd, path = tempfile.mkstemp(prefix="ivr-ps-", suffix=".dict")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write("yes Y EH S\n")
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _words(decoder: Any) -> list[Any]:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CLOSE_TIMEOUT = 5.0
+THREAD_BATCH = 0.1  # seconds of audio per decoding call for engines that decode in threads
 MAX_UTTERANCE_SECONDS = 120.0  # audio past this is dropped (an open line must not fill memory)
 # ProtocolErrors after which the stream is still in step (the whole frame was read).
 _RECOVERABLE = ("unknown frame kind", "frame is not JSON", "a JSON frame must hold")
@@ -104,10 +105,25 @@ class _Run:
             self.ended = True
             self.put(_End())
 
+    def _ready(self) -> bool:
+        """Is there something to do? For threaded engines, audio waits until THREAD_BATCH
+        seconds of it (or a control item) are queued: every call is a thread hop, and Vosk
+        runs best on >= 100 ms pieces (research notes)."""
+        if not self.items:
+            return False
+        if not self.engine.threaded:
+            return True
+        queued = 0
+        for item in self.items:
+            if not isinstance(item, bytes):
+                return True  # "end" or a ping: decode what is before it now
+            queued += len(item)
+        return queued >= THREAD_BATCH * BYTES_PER_SECOND
+
     async def _next(self) -> _Item | list[bytes]:
         """The next control item, or all the audio chunks waiting in a row (decoding them in
-        one call means fewer calls, and thread hops, per second)."""
-        while not self.items:
+        one call means fewer calls per second)."""
+        while not self._ready():
             self.wakeup.clear()
             await self.wakeup.wait()
         if not isinstance(self.items[0], bytes):
@@ -126,7 +142,7 @@ class _Run:
         send = self.session.link.send
         try:
             if previous is not None:  # its final goes out before anything of ours
-                await asyncio.shield(previous.task)
+                await asyncio.wait([previous.task])  # (whatever its outcome: no raise)
             while True:
                 item = await self._next()
                 if isinstance(item, list):
@@ -252,11 +268,14 @@ class AsrSession:
             elif self.run is not None and not self.run.done and not self.run.cancelled:
                 self.run.cancel()
         elif op == "ping":
+            pong = {"event": "pong", "id": message.get("id")}
             run = self.run
-            if run is not None and not run.done and not run.cancelled:
-                run.put(_Ping(message.get("id")))
+            if self.open_run is not None:
+                self.open_run.put(_Ping(message.get("id")))  # after the audio before it
+            elif run is not None and not run.done:  # finishing: after its final
+                run.task.add_done_callback(lambda _: self.link.send(pong))
             else:
-                self.link.send({"event": "pong", "id": message.get("id")})
+                self.link.send(pong)
         else:
             self._error(f"unknown op {op!r}", terminal=False)
 
