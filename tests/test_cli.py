@@ -326,3 +326,18 @@ def test_serve_with_an_unreachable_store_exits_1_without_a_traceback(tmp_path: P
     assert done.returncode == 1
     assert f"127.0.0.1:{dead}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_prompts_render_fills_the_cache_and_a_second_run_finds_it_full(tmp_path: Path) -> None:
+    env = {"IVR_SPEECH_CACHE_DIR": str(tmp_path / "cache")}
+    first = ivr("prompts", "render", env=env)
+    assert first.returncode == 0, first.stderr
+    assert " 0 already cached" in first.stdout and " 0 failed" in first.stdout
+    rendered = sorted((tmp_path / "cache" / "en").glob("*.wav"))
+    assert len(rendered) > 10 and first.stdout.split(": ", 1)[1].startswith(
+        f"{len(rendered)} rendered"
+    )
+    again = ivr("prompts", "render", env=env)
+    assert again.returncode == 0
+    assert f"{len(rendered)} already cached" in again.stdout
+    assert "0 rendered" in again.stdout
