@@ -88,7 +88,9 @@ class SipSettings:
     tls_ca: str = ""
     public_address: str = ""  # advertised in Contact and SDP when behind NAT
     rtp_ports: str = "40000-40999"  # media ports; each call takes two (RTP + RTCP)
-    codecs: str = "PCMU, PCMA, G722"  # offered and accepted, in order of preference
+    # Offered and accepted, in order of preference. G.722 first: the recognisers' models are
+    # 16 kHz wideband, and G.711's 8 kHz audio loses words they would catch.
+    codecs: str = "G722, PCMU, PCMA"
     dtmf: str = "rfc4733, info"  # key presses accepted: RFC 4733 events, SIP INFO
     media_workers: int = 1  # processes of 4 calls each; more than 1 puts Kamailio in front
     worker_base_port: int = 0  # >1 worker: their own SIP ports start here (0: port + 10)
@@ -101,6 +103,11 @@ class SipSettings:
     password: str = ""
     realm: str = "*"
     register_interval: int = 300  # seconds between re-registrations
+
+    def worker_ports(self) -> list[int]:
+        """SIP ports of the media workers behind Kamailio (when media_workers > 1)."""
+        base = self.worker_base_port or self.port + 10
+        return [base + index for index in range(self.media_workers)]
 
 
 @dataclass(frozen=True)
@@ -350,8 +357,52 @@ def _check_sip(sip: SipSettings, where: Callable[[str, str], str]) -> None:
         raise ConfigError(f"{where('sip', 'dtmf')}: expected rfc4733 and/or info, got {sip.dtmf!r}")
     if not 1 <= sip.media_workers <= 64:
         raise ConfigError(f"{where('sip', 'media_workers')}: expected 1 to 64")
+    if sip.media_workers > 1:
+        check_workers_behind_kamailio(sip, where)
     if sip.registrar and not sip.registrar.startswith(("sip:", "sips:")):
         raise ConfigError(f"{where('sip', 'registrar')}: expected a sip: URI")
+
+
+def check_workers_behind_kamailio(
+    sip: SipSettings, where: Callable[[str, str], str] = lambda s, k: f"[{s}] {k}"
+) -> None:
+    """Several media workers sit behind Kamailio on ports of their own (also checked by the
+    runtime: settings made in code skip `load_settings`)."""
+    transports = [t.strip().lower() for t in sip.transports.split(",") if t.strip()]
+    if sip.worker_base_port and not 0 < sip.worker_base_port < 65536:
+        raise ConfigError(
+            f"{where('sip', 'worker_base_port')}: {sip.worker_base_port} is not a port"
+        )
+    ports = sip.worker_ports()
+    if ports[-1] >= 65536:
+        raise ConfigError(
+            f"{where('sip', 'worker_base_port')}: {sip.media_workers} workers from port "
+            f"{ports[0]} run past 65535"
+        )
+    public = {sip.port} | ({sip.tls_port} if "tls" in transports else set())
+    if clash := sorted(public & set(ports)):
+        raise ConfigError(
+            f"{where('sip', 'worker_base_port')}: the workers' ports {ports[0]}-{ports[-1]} "
+            f"include {clash[0]}, the public SIP port"
+        )
+    _, count = port_range(sip.rtp_ports)
+    if count // sip.media_workers < 8:
+        raise ConfigError(
+            f"{where('sip', 'rtp_ports')}: {count} ports cannot be shared by "
+            f"{sip.media_workers} media workers (each needs at least 8: 4 calls, RTP + RTCP)"
+        )
+    if "tls" in transports:
+        raise ConfigError(
+            f"{where('sip', 'transports')}: tls with several media workers is not supported "
+            "(Kamailio would need its TLS module, a separate Debian package); use udp and tcp, "
+            "or media_workers = 1"
+        )
+    if sip.registrar:
+        raise ConfigError(
+            f"{where('sip', 'registrar')}: registering needs media_workers = 1 (each worker "
+            "would register its own address, and the PBX would bypass Kamailio); with several "
+            "workers, have the PBX or trunk send calls to [sip] host:port"
+        )
 
 
 def _check_speech(speech: SpeechSettings, where: Callable[[str, str], str]) -> None:

@@ -272,3 +272,15 @@ async def test_children_do_not_outlive_a_killed_control_plane() -> None:
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
+
+
+async def test_an_exit_is_seen_while_a_grandchild_still_holds_the_pipes() -> None:
+    # Like Kamailio's main process killed while its workers live on: the pipes stay open.
+    exits: list[tuple[str, int | None]] = []
+    async with Supervisor() as sup:
+        sup.on_exit(lambda name, rc: exits.append((name, rc)))
+        child = await sup.start(
+            ChildSpec(name="parent", argv=["sh", "-c", "sleep 30 & exit 3"], restart="never")
+        )
+        await child.wait_until(lambda c: c.state == "failed", timeout=5)
+    assert exits == [("parent", 3)]

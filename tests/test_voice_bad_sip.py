@@ -76,4 +76,4 @@ async def test_garbage_and_bad_sdp_do_not_disturb_a_call_in_progress(
     assert result.ok, result.outcome
     assert media.pid == pid and media.state in ("ready", "running")  # the same process
     conv = await voice_server.last_conversation()
-    assert [t.text for t in conv.timeline if t.role is Role.CUSTOMER][0] == "12345678"
+    assert next(t.text for t in conv.timeline if t.role is Role.CUSTOMER) == "12345678"

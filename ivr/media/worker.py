@@ -58,7 +58,10 @@ class WorkerOptions:
     password: str = ""
     realm: str = "*"
     register_interval: int = 300
-    contact_host: str = ""  # host:port to advertise (Kamailio's address when it fronts us)
+    # host:port for Contact instead of the transport's: behind Kamailio with a public_address,
+    # the internal address Kamailio relays in-dialog requests to (it record-routes, so callers
+    # still send them to Kamailio). Never Kamailio's own address: it would relay to itself.
+    contact_host: str = ""
 
     @classmethod
     def from_json(cls, text: str) -> WorkerOptions:

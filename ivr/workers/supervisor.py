@@ -100,6 +100,18 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)  # the child leads its own group: pgid == pid
 
 
+async def _exit_of(proc: asyncio.subprocess.Process) -> int:
+    """The child's exit status as soon as it has exited. `Process.wait()` also waits for its
+    pipes to close, and grandchildren that outlive it (Kamailio's workers after its main
+    process was killed) hold them open: the exit would go unseen, with no restart."""
+    waiter = asyncio.ensure_future(proc.wait())
+    while proc.returncode is None:
+        await asyncio.wait([waiter], timeout=0.5)  # returncode is set on SIGCHLD, pipes or not
+    if not waiter.done():
+        waiter.cancel()
+    return proc.returncode
+
+
 class Child:
     """One supervised child: the current process of a spec, and its history."""
 
@@ -222,7 +234,7 @@ class Child:
         probe = asyncio.create_task(self._probe(proc)) if self.spec.ready_check else None
         if self._stopping.is_set():  # stop() came while we were spawning
             await self._terminate(proc)
-        self.returncode = await proc.wait()
+        self.returncode = await _exit_of(proc)
         uptime = time.monotonic() - self._started_at
         if probe:
             probe.cancel()

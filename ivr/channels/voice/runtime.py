@@ -3,12 +3,19 @@
 Order matters and is reversed on the way down: the speech workers load their models before a
 call can need them; the gateway's socket exists before a media worker dials it; media workers
 stop (hanging up their calls) before the speech workers they use.
+
+With one media worker, it binds the public SIP port itself. With several (`[sip] media_workers`,
+4 calls each), each binds a port of its own (`worker_base_port`...) and Kamailio, started once
+every worker said hello, is the single SIP address in front of them (`ivr.workers.kamailio`).
+On the way down Kamailio first stops taking calls (it answers new INVITEs 503), then the workers
+hang up theirs (the BYEs still pass through Kamailio, which record-routes), then Kamailio stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import socket
@@ -21,16 +28,25 @@ from typing import Any
 from ivr.channels.voice.gateway import MediaGateway
 from ivr.channels.voice.phone import PhoneService
 from ivr.channels.voice.prompts import PromptAudio, VoiceOf
-from ivr.config import ConfigError, Settings, parse_pairs, port_range
+from ivr.config import (
+    ConfigError,
+    Settings,
+    SipSettings,
+    check_workers_behind_kamailio,
+    parse_pairs,
+    port_range,
+)
 from ivr.conversation_service import ConversationService
 from ivr.media.endpoint import EndpointOptions
 from ivr.media.worker import WorkerOptions
-from ivr.workers.supervisor import ChildSpec, Supervisor
+from ivr.workers import kamailio
+from ivr.workers.supervisor import Child, ChildSpec, Supervisor
 
 log = logging.getLogger("ivr.voice")
 
 SPEECH_READY_TIMEOUT = 60.0  # a cold Vosk model takes a few seconds to load
 MEDIA_READY_TIMEOUT = 20.0
+KAMAILIO_READY_TIMEOUT = 15.0  # it answers within 0.2 s; this covers a restart after a crash
 
 
 def socket_accepts(path: str) -> Callable[[], Awaitable[bool]]:
@@ -44,7 +60,7 @@ def socket_accepts(path: str) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-def check_sip_port_free(host: str, port: int, transports: set[str]) -> None:
+def check_sip_port_free(host: str, port: int, transports: set[str], key: str = "port") -> None:
     """Refuse to start with a clear message when another program holds the SIP port (the media
     worker would otherwise fail in a restart loop with pjsip's terse error)."""
     kinds = [(socket.SOCK_DGRAM, "udp")] if "udp" in transports else []
@@ -56,13 +72,18 @@ def check_sip_port_free(host: str, port: int, transports: set[str]) -> None:
             except OSError as exc:
                 raise ConfigError(
                     f"[sip] cannot listen on {name} {host}:{port}: {exc.strerror or exc} "
-                    "(another SIP server? set [sip] port or IVR_SIP_PORT)"
+                    f"(another SIP server? set [sip] {key} or IVR_SIP_{key.upper()})"
                 ) from None
 
 
+def sip_transports(sip: SipSettings) -> set[str]:
+    return {t.strip().lower() for t in sip.transports.split(",") if t.strip()}
+
+
 def endpoint_options(settings: Settings) -> EndpointOptions:
+    """The endpoint of the single media worker: it binds the public SIP port itself."""
     sip = settings.sip
-    transports = {t.strip().lower() for t in sip.transports.split(",")}
+    transports = sip_transports(sip)
     rtp_first, rtp_count = port_range(sip.rtp_ports)
     return EndpointOptions(
         host=sip.host,
@@ -76,6 +97,23 @@ def endpoint_options(settings: Settings) -> EndpointOptions:
         rtp_port=rtp_first,
         rtp_port_range=rtp_count,
         codecs=tuple(c.strip().upper() for c in sip.codecs.split(",") if c.strip()),
+    )
+
+
+def fronted_endpoint_options(settings: Settings, index: int) -> EndpointOptions:
+    """The endpoint of media worker `index` (0-based) behind Kamailio: UDP on a port of its own
+    (Kamailio speaks UDP to the workers whatever the callers use) and its own slice of the RTP
+    ports, so two workers never race for a port and a firewall rule can name each one."""
+    sip = settings.sip
+    rtp_first, rtp_count = port_range(sip.rtp_ports)
+    share = (rtp_count // sip.media_workers) & ~1  # even: pjsua takes RTP + RTCP pairs
+    return dataclasses.replace(
+        endpoint_options(settings),
+        udp_port=sip.worker_ports()[index],
+        tcp_port=None,
+        tls_port=None,
+        rtp_port=rtp_first + index * share,
+        rtp_port_range=share,
     )
 
 
@@ -121,12 +159,14 @@ async def phone_calls(
     settings: Settings, supervisor: Supervisor, conversations: ConversationService
 ) -> AsyncIterator[PhoneService]:
     sip, speech = settings.sip, settings.speech
-    if sip.media_workers > 1:
-        raise ConfigError(
-            f"{settings.source}: [sip] media_workers = {sip.media_workers}: several media "
-            "workers need Kamailio in front of them, which is not wired in yet; use 1"
-        )
-    check_sip_port_free(sip.host, sip.port, {t.strip().lower() for t in sip.transports.split(",")})
+    fronted = sip.media_workers > 1  # Kamailio in front of the workers
+    check_sip_port_free(sip.host, sip.port, sip_transports(sip))
+    kamailio_binary = ""
+    if fronted:
+        check_workers_behind_kamailio(sip)
+        kamailio_binary = kamailio.kamailio_binary()  # not installed: say so before starting
+        for port in sip.worker_ports():
+            check_sip_port_free(sip.host, port, {"udp"}, key="worker_base_port")
     run_dir = tempfile.mkdtemp(prefix="ivr-")  # short: Unix socket paths max out at 107 bytes
     python = sys.executable
     started: list[str] = []
@@ -187,44 +227,49 @@ async def phone_calls(
             Path(settings.flows.prompts), Path(cache_dir), VoiceOf(voices, speech.tts_rate), tts
         )
         phone = PhoneService(sip, conversations, prompts, speech.end_silence)
-        options = WorkerOptions(
-            endpoint=endpoint_options(settings),
-            asr_sockets=tuple(asr_sockets),
-            max_call_seconds=float(sip.max_call_seconds),
-            dtmf_methods=tuple(m.strip().lower() for m in sip.dtmf.split(",") if m.strip()),
-            registrar=sip.registrar,
-            username=sip.username,
-            password=sip.password,
-            realm=sip.realm,
-            register_interval=sip.register_interval,
-        )
         async with MediaGateway(f"{run_dir}/media.sock", phone.on_incoming) as gateway:
-            name = "media-1"
-            media = await supervisor.start(
-                ChildSpec(
-                    name=name,
-                    argv=[
-                        python,
-                        "-m",
-                        "ivr.media.worker",
-                        "--name",
-                        name,
-                        "--control",
-                        f"{run_dir}/media.sock",
-                        "--options",
-                        options.to_json(),
-                    ],
-                    restart="always",
-                    ready_check=lambda: _ready(gateway, name),
-                    ready_timeout=MEDIA_READY_TIMEOUT,
+            names = [f"media-{index + 1}" for index in range(sip.media_workers)]
+            media: list[Child] = []
+            for index, name in enumerate(names):
+                options = worker_options(settings, index, tuple(asr_sockets))
+                media.append(await supervisor.start(media_spec(name, options, run_dir, gateway)))
+                started.append(name)
+            for child in media:  # they start side by side; all must have said hello
+                await child.wait_ready(MEDIA_READY_TIMEOUT)
+            setup = None
+            if fronted:
+                setup = kamailio.KamailioSetup.from_settings(sip, f"{run_dir}/kamailio")
+                kamailio.write_files(setup)
+                proxy = await supervisor.start(kamailio.kamailio_spec(setup, kamailio_binary))
+                started.append("kamailio")
+                await wait_for_kamailio(proxy, setup)
+                log.info(
+                    "answering SIP calls on %s:%s (%s) through Kamailio, %d media workers on "
+                    "UDP ports %s",
+                    sip.host,
+                    sip.port,
+                    sip.transports,
+                    len(names),
+                    ", ".join(map(str, sip.worker_ports())),
                 )
-            )
-            started.append(name)
-            await media.wait_ready(MEDIA_READY_TIMEOUT)
-            log.info("answering SIP calls on %s:%s (%s)", sip.host, sip.port, sip.transports)
+            else:
+                log.info("answering SIP calls on %s:%s (%s)", sip.host, sip.port, sip.transports)
             yield phone
-            await supervisor.stop(name)  # hangs up its calls before the gateway goes
-            started.remove(name)
+            if setup is not None:
+                await drain(setup)
+            # Each hangs up its calls before the gateway goes. Side by side: pjsua's shutdown
+            # takes about a second per worker.
+            stops = await asyncio.gather(
+                *(supervisor.stop(name) for name in names), return_exceptions=True
+            )
+            for name, outcome in zip(names, stops, strict=True):
+                if isinstance(outcome, BaseException):  # tried again below
+                    log.error("stopping %s failed: %r", name, outcome)
+                else:
+                    started.remove(name)
+            if setup is not None:
+                await supervisor.stop("kamailio")
+                started.remove("kamailio")
     finally:
         await tts.close()
         for name in reversed(started):
@@ -233,5 +278,70 @@ async def phone_calls(
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-async def _ready(gateway: MediaGateway, name: str) -> bool:
-    return gateway.ready(name)
+def worker_options(settings: Settings, index: int, asr_sockets: tuple[str, ...]) -> WorkerOptions:
+    """What media worker `index` (0-based) is told at start."""
+    sip = settings.sip
+    fronted = sip.media_workers > 1
+    contact_host = ""
+    if fronted and sip.public_address:
+        # The transport advertises the public address, but in-dialog requests reach a worker
+        # behind Kamailio at its internal address (the Contact is Kamailio's next hop: it
+        # record-routes, so callers still send everything to Kamailio).
+        contact_host = f"{kamailio.local_host(sip.host)}:{sip.worker_ports()[index]}"
+    return WorkerOptions(
+        endpoint=fronted_endpoint_options(settings, index)
+        if fronted
+        else endpoint_options(settings),
+        asr_sockets=asr_sockets,
+        max_call_seconds=float(sip.max_call_seconds),
+        dtmf_methods=tuple(m.strip().lower() for m in sip.dtmf.split(",") if m.strip()),
+        registrar=sip.registrar,  # refused with several workers (see check_workers_...)
+        username=sip.username,
+        password=sip.password,
+        realm=sip.realm,
+        register_interval=sip.register_interval,
+        contact_host=contact_host,
+    )
+
+
+def media_spec(name: str, options: WorkerOptions, run_dir: str, gateway: MediaGateway) -> ChildSpec:
+    async def said_hello() -> bool:
+        return gateway.ready(name)
+
+    return ChildSpec(
+        name=name,
+        argv=[
+            sys.executable,
+            "-m",
+            "ivr.media.worker",
+            "--name",
+            name,
+            "--control",
+            f"{run_dir}/media.sock",
+            "--options",
+            options.to_json(),
+        ],
+        restart="always",
+        ready_check=said_hello,
+        ready_timeout=MEDIA_READY_TIMEOUT,
+    )
+
+
+async def wait_for_kamailio(child: Child, setup: kamailio.KamailioSetup) -> None:
+    try:
+        await child.wait_ready(KAMAILIO_READY_TIMEOUT)
+    except TimeoutError:
+        raise RuntimeError(
+            f"Kamailio did not answer on {setup.probe_host}:{setup.port} within "
+            f"{KAMAILIO_READY_TIMEOUT:.0f} s; its own messages are in the log "
+            f"(ivr.workers.kamailio), its configuration in {setup.config_path}"
+        ) from None
+
+
+async def drain(setup: kamailio.KamailioSetup) -> None:
+    """Have Kamailio answer new INVITEs 503 while the workers hang up (best effort: a Kamailio
+    that is down takes no calls anyway)."""
+    try:
+        await kamailio.rpc(setup.run_dir, "pv.shvSet", "draining", "int", 1)
+    except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
+        log.warning("could not tell Kamailio to stop taking calls: %s", exc)
