@@ -37,3 +37,7 @@ fi
 # A package cache that was never filled finds nothing: update first.
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+# Debian starts the packaged Kamailio on 5060; ivr serve runs its own (with its own config).
+if [[ " ${need[*]} " == *" kamailio "* ]] && have_cmd systemctl; then
+    $sudo systemctl disable --now kamailio >/dev/null 2>&1 || true
+fi
