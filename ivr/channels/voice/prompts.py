@@ -14,9 +14,8 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from ivr.speech.tts.cache import cache_path
-
 from ivr.flow.channel import Prompt
+from ivr.speech.tts.cache import cache_path
 
 log = logging.getLogger("ivr.voice")
 
