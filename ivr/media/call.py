@@ -183,7 +183,7 @@ class CallLeg:
     def start_utterance(self, preroll: list[bytes]) -> None:
         assert self.listener is not None
         spec = self.listener.spec
-        self.utterance = UtteranceStream(self, spec.language, spec.grammar)
+        self.utterance = UtteranceStream(self, spec.language, spec.grammar, spec.secure)
         for frame in preroll:
             self.utterance.feed(frame)
 
@@ -289,19 +289,28 @@ class UtteranceStream:
     """One utterance on its way to the speech worker. Frames arrive before the recogniser's
     connection is ready; they wait in a list (a few hundred ms at most) and are sent in order."""
 
-    def __init__(self, leg: CallLeg, language: str, grammar: tuple[str, ...] | None) -> None:
+    def __init__(
+        self, leg: CallLeg, language: str, grammar: tuple[str, ...] | None, secure: bool
+    ) -> None:
         self.leg = leg
         self.pending: list[bytes] = []
         self.utterance: Any = None
         self.cancelled = False
-        self.task = leg.worker.spawn(self._run(language, grammar))
+        self.task = leg.worker.spawn(self._run(language, grammar, secure))
         self.finishing = False
 
-    async def _run(self, language: str, grammar: tuple[str, ...] | None) -> None:
+    def _partial(self, text: str) -> None:
+        """What the recogniser has so far: for live captions (never for secure answers)."""
+        if not self.cancelled and text:
+            self.leg.worker.emit({"event": "heard", "call": self.leg.key, "text": text})
+
+    async def _run(self, language: str, grammar: tuple[str, ...] | None, secure: bool) -> None:
         try:
             client = await self.leg.worker.asr_client(self.leg)
             self.utterance = await client.recognize(
-                language, list(grammar) if grammar is not None else None
+                language,
+                list(grammar) if grammar is not None else None,
+                on_partial=None if secure else self._partial,
             )
             for frame in self.pending:
                 self.utterance.feed(frame)

@@ -42,6 +42,7 @@ class ListenSpec:
     inter_digit: float = 3.0  # seconds after a key press that end a keyed entry
     language: str = "en"
     grammar: tuple[str, ...] | None = None  # phrases for the recogniser; None: free speech
+    secure: bool = False  # a PIN or the like: no partial transcripts leave the worker
 
     @classmethod
     def from_message(cls, spec: dict[str, object]) -> ListenSpec:

@@ -124,6 +124,7 @@ def listen_spec(prompt: Prompt, spec: InputSpec, end_silence: float) -> dict[str
         "terminator": spec.terminator,
         "language": prompt.language,
         "grammar": grammar_for(spec),
+        "secure": spec.secure,
     }
 
 
