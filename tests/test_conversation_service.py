@@ -49,8 +49,8 @@ class QueueChannel:
         self.asked.set()
         return CustomerInput(kind="text", text=await self.answers.get())
 
-    async def transfer(self, target: TransferTarget) -> None:
-        return None
+    async def transfer(self, target: TransferTarget) -> bool:
+        return True
 
     async def end(self, reason: str) -> None:
         self.said.append(f"[end {reason}]")

@@ -180,6 +180,9 @@ steps:
   out:
     transfer:
       sip: "sip:agent@127.0.0.1:{port}"
+    on_failure: busy
+  busy:
+    end: "Sorry, nobody can take your call. Goodbye."
 """
 
 
@@ -271,3 +274,19 @@ def loudness_by_frame(path: Path) -> np.ndarray:
         samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(float)
     frames = samples[: samples.size // 320 * 320].reshape(-1, 320)
     return np.sqrt((frames**2).mean(axis=1))
+
+
+async def test_a_refused_transfer_takes_the_flow_to_its_failure_step(
+    serve_app: ServeApp, flow_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    (flow_files[0] / "handover.yaml").write_text(HANDOVER_FLOW.format(port=free_udp_port()))
+    server = await start_voice_server(serve_app, tmp_path)
+    # Without --follow-transfer the softphone declines the REFER (603): the caller stays.
+    result = await server.call("3000", "expect-transfer", "wait-prompt")
+    assert result.ok, result.outcome
+    assert result.outcome["hung_up_by"] == "remote"
+    conv = await server.last_conversation()
+    assert conv.status is Status.ENDED and conv.handoff is None
+    assert any(t.text.startswith("transfer to sip:agent@") and t.text.endswith("failed")
+               for t in conv.timeline if t.role is Role.SYSTEM)  # fmt: skip
+    assert texts(conv, Role.BOT)[-1] == "Sorry, nobody can take your call. Goodbye."

@@ -72,8 +72,9 @@ class ChatChannel:
         assert isinstance(answer, CustomerInput)
         return answer
 
-    async def transfer(self, target: TransferTarget) -> None:
+    async def transfer(self, target: TransferTarget) -> bool:
         await self._emit({"type": "transfer", "queue": target.queue, "sip": target.sip_uri})
+        return True
 
     async def end(self, reason: str) -> None:
         await self._emit({"type": "end", "reason": reason})

@@ -45,10 +45,11 @@ class SimulatorChannel:
             raise ChannelClosed("the caller hung up")
         return parse_line(line)
 
-    async def transfer(self, target: TransferTarget) -> None:
+    async def transfer(self, target: TransferTarget) -> bool:
         self.transferred = target
         where = f"queue {target.queue}" if target.queue else target.sip_uri
         self._output(f"[transfer to {where}]")
+        return True
 
     async def end(self, reason: str) -> None:
         self.ended = reason

@@ -82,8 +82,9 @@ class Channel(Protocol):
         """Deliver `prompt`, then wait for the answer; None when nothing came in time."""
         ...
 
-    async def transfer(self, target: TransferTarget) -> None:
-        """Hand the customer on (voice: REFER to a SIP URI; queues: hold while routed)."""
+    async def transfer(self, target: TransferTarget) -> bool:
+        """Hand the customer on (voice: REFER to a SIP URI; queues: hold while routed).
+        False when the far end refused: the customer is still with us."""
         ...
 
     async def end(self, reason: str) -> None:

@@ -208,6 +208,11 @@ class VerifyStep(Step):
 
 class TransferStep(Step):
     transfer: TransferAction
+    on_failure: StepId | None = Field(
+        None,
+        description="Where to go when the far end refuses a SIP transfer (busy, no answer); "
+        "default: the flow's defaults.on_failure, else a goodbye",
+    )
 
 
 class EscalateStep(Step):

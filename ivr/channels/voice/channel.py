@@ -65,11 +65,11 @@ class VoiceChannel:
             return CustomerInput(kind="dtmf", digits=str(event.get("digits") or ""))
         return None
 
-    async def transfer(self, target: TransferTarget) -> None:
+    async def transfer(self, target: TransferTarget) -> bool:
         if not target.sip_uri:
             # Queues of our own agents arrive with the ACD (routing/): keep the caller on the
             # line; the conversation is stored as queued.
-            return
+            return True
         self._check_open()
         headers = dict(target.headers)
         headers.setdefault("User-to-User", user_to_user(target.headers))
@@ -82,6 +82,8 @@ class VoiceChannel:
         status = int(event.get("status", 0))
         if not 200 <= status < 300:
             log.warning("call %s: transfer to %s failed: %s", self.call.key, target.sip_uri, status)
+            return False
+        return True
 
     async def end(self, reason: str) -> None:
         if self.call.ended is not None:

@@ -12,7 +12,7 @@ import logging
 from ivr.conversation import Status
 from ivr.flow import model as m
 from ivr.flow.channel import TransferTarget
-from ivr.flow.engine import FlowRun, Stop
+from ivr.flow.engine import FlowRun, StepResult, Stop
 from ivr.flow.templates import TemplateProblem, evaluate
 
 log = logging.getLogger("ivr.flow")
@@ -39,7 +39,7 @@ def context_headers(run: FlowRun) -> dict[str, str]:
     return headers
 
 
-async def run(step: m.TransferStep, run: FlowRun) -> Stop:
+async def run(step: m.TransferStep, run: FlowRun) -> StepResult:
     action = step.transfer
     if action.say:
         await run.say(action.say)
@@ -61,7 +61,13 @@ async def run(step: m.TransferStep, run: FlowRun) -> Stop:
     run.system(f"transferred to {where}")
     if run.services.handoff is not None:
         await run.services.handoff.transfer(run.conv, target)
-    await run.channel.transfer(target)
+    if not await run.channel.transfer(target):
+        run.conv.handoff = None
+        fallback = run.failure_step(step)
+        here = run.conv.position.step
+        return await run.give_up(
+            None if fallback == here else fallback, f"transfer to {where} failed"
+        )
     if target.queue:
         return Stop(Status.QUEUED, f"waiting in queue {target.queue}", close_channel=False)
     return Stop(Status.TRANSFERRED, f"transferred to {target.sip_uri}")
