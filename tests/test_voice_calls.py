@@ -28,6 +28,8 @@ from tests.voice_fixtures import REPO, VoiceServer, free_udp_port, start_voice_s
 pytestmark = pytest.mark.timeout(120)
 
 ACCOUNT, PIN = "12345678", "2580"
+# The caller's part up to the bank's main menu: account number and PIN by keys.
+VERIFIED = ("wait-prompt", f"dtmf {ACCOUNT}", "wait-prompt", f"dtmf {PIN}", "wait-prompt")
 
 
 def texts(conv, role: Role) -> list[str]:  # type: ignore[no-untyped-def]
@@ -73,11 +75,7 @@ async def test_a_spoken_request_is_recognised_and_takes_the_flow_to_the_balance(
 ) -> None:
     result = await voice_server.call(
         "1000",
-        "wait-prompt",
-        f"dtmf {ACCOUNT}",
-        "wait-prompt",
-        f"dtmf {PIN}",
-        "wait-prompt",
+        *VERIFIED,
         'say "I want to check my account balance"',
         "wait-prompt",
         "hangup",
@@ -95,16 +93,7 @@ async def test_a_spoken_request_is_recognised_and_takes_the_flow_to_the_balance(
 
 
 async def test_keys_sent_as_sip_info_work_too(voice_server: VoiceServer) -> None:
-    result = await voice_server.call(
-        "1000",
-        "wait-prompt",
-        f"dtmf {ACCOUNT}",
-        "wait-prompt",
-        f"dtmf {PIN}",
-        "wait-prompt",
-        "hangup",
-        extra=["--dtmf-method", "info"],
-    )
+    result = await voice_server.call("1000", *VERIFIED, "hangup", extra=["--dtmf-method", "info"])
     assert result.ok, result.outcome
     conv = await voice_server.last_conversation()
     assert conv.identity.verified

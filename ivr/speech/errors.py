@@ -1,6 +1,10 @@
-"""What the speech workers' clients raise."""
+"""What the speech workers' clients raise, and how they connect."""
 
 from __future__ import annotations
+
+import asyncio
+
+from ivr.workers.ipc import Link
 
 
 class SpeechUnavailable(ConnectionError):
@@ -14,3 +18,13 @@ class SpeechError(RuntimeError):
 
 class SpeechTimeout(TimeoutError):
     """The speech worker did not answer in time."""
+
+
+async def connect_worker(socket_path: str, role: str, timeout: float) -> Link:
+    """A connection to the `role` ("ASR", "TTS") worker at `socket_path`, or SpeechUnavailable."""
+    try:
+        return await asyncio.wait_for(Link.connect(socket_path), timeout)
+    except (TimeoutError, OSError) as exc:
+        raise SpeechUnavailable(
+            f"{role} worker at {socket_path} is not available: {exc or 'timed out'}"
+        ) from None

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from ivr.speech.errors import SpeechError, SpeechTimeout, SpeechUnavailable
+from ivr.speech.errors import SpeechError, SpeechTimeout, SpeechUnavailable, connect_worker
 from ivr.workers.ipc import Link, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -157,13 +157,7 @@ class AsrClient:
 
     @classmethod
     async def connect(cls, socket_path: str, *, timeout: float = 5.0) -> AsrClient:
-        try:
-            link = await asyncio.wait_for(Link.connect(socket_path), timeout)
-        except (TimeoutError, OSError) as exc:
-            raise SpeechUnavailable(
-                f"ASR worker at {socket_path} is not available: {exc or 'timed out'}"
-            ) from None
-        return cls(link, socket_path)
+        return cls(await connect_worker(socket_path, "ASR", timeout), socket_path)
 
     async def recognize(
         self,

@@ -22,7 +22,7 @@ import itertools
 import logging
 from typing import Any
 
-from ivr.speech.errors import SpeechError, SpeechTimeout, SpeechUnavailable
+from ivr.speech.errors import SpeechError, SpeechTimeout, SpeechUnavailable, connect_worker
 from ivr.workers.ipc import Link, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,7 @@ class TtsClient:
 
     @classmethod
     async def connect(cls, socket_path: str, *, timeout: float = 5.0) -> TtsClient:
-        try:
-            link = await asyncio.wait_for(Link.connect(socket_path), timeout)
-        except (TimeoutError, OSError) as exc:
-            raise SpeechUnavailable(
-                f"TTS worker at {socket_path} is not available: {exc or 'timed out'}"
-            ) from None
-        return cls(link, socket_path)
+        return cls(await connect_worker(socket_path, "TTS", timeout), socket_path)
 
     async def render(self, text: str, language: str, *, timeout: float = 30.0) -> PromptFile:
         """`text` spoken in `language`, as a file in the prompt cache."""
