@@ -274,3 +274,18 @@ def test_the_pound_after_a_complete_entry_is_not_the_next_answer() -> None:
         leg.digit(key, 2.0)
     answers = [(e["request"], e["digits"]) for e in worker.events if e["event"] == "input"]
     assert answers == [(1, "12345678"), (2, "2580")]
+
+
+def test_invites_in_other_spellings_still_give_the_numbers() -> None:
+    details = parse_invite(
+        "INVITE SIP:%2B4420794600@127.0.0.1 SIP/2.0\r\n"
+        "from: <tel:+44-20-7946-0000>;tag=9\r\n"
+        "TO: <sip:2000@127.0.0.1>\r\n"
+        "call-id: x1\r\n"
+        "x-context: a\r\n  continued\r\n\r\n"
+    )
+    assert details["request_user"] == "+4420794600"
+    assert details["from_user"] == "+442079460000"
+    assert details["to_user"] == "2000"
+    assert details["call_id"] == "x1"
+    assert details["headers"] == {"x-context": "a continued"}

@@ -14,7 +14,8 @@ import uuid
 import pytest
 
 from ivr.conversation import Role
-from ivr.web.keys import SUPERVISOR
+from ivr.web.keys import STORE, SUPERVISOR
+from tests.serve_fixtures import wait_until
 from tests.voice_fixtures import VoiceServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,6 +39,7 @@ def invite(port: int, local: int, body: str, *, content_type: str = "application
 
 BROKEN = [
     b"\x00\xff" * 200,  # not text at all
+    'INVITE sip:1000@127.0.0.1 SIP/2.0\r\nFrom: "M\xfcller" <sip:m@x>\r\n\r\n'.encode("latin-1"),
     b"INVITE\r\n\r\n",  # a request line and nothing else
     b"INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: nonsense\r\nCSeq: x\r\n\r\n",  # broken headers
     b"OPTIONS sip:x SIP/2.0\r\n" + b"X-Long: " + b"a" * 60000 + b"\r\n\r\n",  # oversized
@@ -53,6 +55,12 @@ async def test_garbage_and_bad_sdp_do_not_disturb_a_call_in_progress(
     call = asyncio.ensure_future(
         voice_server.call("1000", "wait-prompt", "dtmf 12345678", "wait-prompt", "hangup")
     )
+
+    async def call_in_progress() -> bool:
+        recent = await voice_server.served.app[STORE].list_recent(1)
+        return bool(recent) and recent[0].position.step == "identify"
+
+    await wait_until(call_in_progress, timeout=20)  # the bot is asking for the account
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -279,3 +279,26 @@ async def test_a_refused_transfer_takes_the_flow_to_its_failure_step(
     assert any(t.text.startswith("transfer to sip:agent@") and t.text.endswith("failed")
                for t in conv.timeline if t.role is Role.SYSTEM)  # fmt: skip
     assert texts(conv, Role.BOT)[-1] == "Sorry, nobody can take your call. Goodbye."
+
+
+async def test_without_a_speech_recogniser_a_spoken_answer_does_not_hang_the_question(
+    serve_app: ServeApp, flow_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    (flow_files[0] / "barge.yaml").write_text(BARGE_FLOW)
+    server = await start_voice_server(serve_app, tmp_path)
+    await server.served.app[SUPERVISOR].stop("asr-1")  # and it stays down
+    result = await server.call(
+        "5000",
+        "wait-speech",
+        'say "check my balance"',
+        "wait-prompt",  # nothing understood: after the no-input time, the bot asks again
+        "dtmf 1",  # keys still work
+        "wait-prompt",
+        extra=["--codec", "G722"],
+        timeout=30,
+    )
+    assert result.ok, result.outcome
+    conv = await server.last_conversation()
+    assert "no input" in texts(conv, Role.SYSTEM)
+    assert texts(conv, Role.CUSTOMER) == ["1"]
+    assert texts(conv, Role.BOT)[-1] == "Thank you."

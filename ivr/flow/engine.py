@@ -169,6 +169,7 @@ class FlowRun:
             await self.persist()
             with contextlib.suppress(Exception):
                 await self.channel.say(self.prompt(DEFAULT_TEXTS["error"]))
+            with contextlib.suppress(Exception):  # even when the apology could not be said
                 await self.channel.end("error")
             self._ended(self.conv.status)
             return Stop(self.conv.status, "internal error")

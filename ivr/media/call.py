@@ -8,6 +8,7 @@ else — playback, listening, commands — happens in `CallLeg` on the loop thre
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import deque
@@ -108,6 +109,7 @@ class CallLeg:
     after_playback: list[Callable[[], None]] = field(default_factory=list)
     utterance: UtteranceStream | None = None
     started_at: float = 0.0
+    hanging_up: bool = False
     typeahead: list[str] = field(default_factory=list)  # keys pressed between questions
     swallow: tuple[str, float] = ("", 0.0)  # a terminator to ignore until a moment
 
@@ -167,8 +169,11 @@ class CallLeg:
         listener = self.listener
         if listener is None or listener.done:
             # Type-ahead: a caller who knows the menu keys before the question is asked. Kept
-            # unless a notice that may not be interrupted is playing.
-            if self.interruptible and len(self.typeahead) < TYPEAHEAD_MAX:
+            # unless a notice that may not be interrupted is playing, or the keys are the
+            # overflow of a secret (a 6-key PIN for a 4-key question must not be stored as
+            # the answer to the next one).
+            after_secret = listener is not None and listener.spec.secure
+            if self.interruptible and not after_secret and len(self.typeahead) < TYPEAHEAD_MAX:
                 self.typeahead.append(key)
             return
         listener.interruptible = self.interruptible
@@ -251,9 +256,11 @@ class CallLeg:
         target = refer_to(uri, headers)
         self.call.xfer(target, pj.CallOpParam(True))
 
-    def hangup(self, code: int = 200, reason: str = "") -> None:
-        if self.ended:
+    def hangup(self, code: int = 480, reason: str = "") -> None:
+        """BYE for an answered call; `code` as the final response to one not answered yet."""
+        if self.ended or self.hanging_up:
             return
+        self.hanging_up = True
         prm = pj.CallOpParam(True)
         if not self.answered:
             prm.statusCode = code
@@ -316,27 +323,30 @@ class UtteranceStream:
                 self.utterance.feed(frame)
             self.pending.clear()
         except Exception as exc:
+            # No recogniser: finish() reports an empty transcript, so the question goes on
+            # (keys still work, and no input ends it) instead of waiting for ever.
             log.warning("call %s: speech recognition unavailable: %s", self.leg.key, exc)
             self.utterance = None
-            if not self.cancelled:
-                self.leg.transcript("", None)
+            self.pending.clear()
 
     def feed(self, frame: bytes) -> None:
         if self.utterance is not None:
-            self.utterance.feed(frame)
+            try:
+                self.utterance.feed(frame)
+            except Exception:  # the worker went away mid-utterance: finish() tells the listener
+                self.utterance = None
         elif not self.task.done():
             self.pending.append(frame)
 
     def finish(self) -> None:
         async def final() -> None:
-            await self.task
-            if self.utterance is None or self.cancelled:
-                return
-            try:
-                text, confidence = await self.utterance.finish(timeout=5.0)
-            except Exception as exc:
-                log.warning("call %s: no transcript: %s", self.leg.key, exc)
-                text, confidence = "", None
+            await asyncio.gather(self.task, return_exceptions=True)
+            text, confidence = "", None
+            if self.utterance is not None and not self.cancelled:
+                try:
+                    text, confidence = await self.utterance.finish(timeout=5.0)
+                except Exception as exc:
+                    log.warning("call %s: no transcript: %s", self.leg.key, exc)
             if not self.cancelled:
                 self.leg.transcript(text, confidence)
 

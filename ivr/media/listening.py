@@ -40,6 +40,7 @@ class ListenSpec:
     max_digits: int | None = None
     terminator: str | None = "#"
     inter_digit: float = 3.0  # seconds after a key press that end a keyed entry
+    max_listen: float = 60.0  # after the prompt, however much noise restarts the clock
     language: str = "en"
     grammar: tuple[str, ...] | None = None  # phrases for the recogniser; None: free speech
     secure: bool = False  # a PIN or the like: no partial transcripts leave the worker
@@ -89,6 +90,12 @@ class SpeechDetector:
         self.in_speech = False
         self.silent_run = 0
 
+    def reset(self) -> None:
+        self.in_speech = False
+        self.silent_run = 0
+        self.recent.clear()
+        self.preroll.clear()
+
     def push(self, frame: bytes, voiced: bool) -> Literal["start", "end"] | None:
         if not self.in_speech:
             self.preroll.append(frame)
@@ -100,9 +107,7 @@ class SpeechDetector:
             return None
         self.silent_run = 0 if voiced else self.silent_run + 1
         if self.silent_run >= self.end_frames:
-            self.in_speech = False
-            self.recent.clear()
-            self.preroll.clear()
+            self.reset()
             return "end"
         return None
 
@@ -115,7 +120,8 @@ class Listener:
         self.actions = actions
         self.detector = SpeechDetector(spec.end_silence)
         self.digits = ""
-        self.prompts_done_at: float | None = None
+        self.prompts_done_at: float | None = None  # restarted by utterances that were noise
+        self.first_done_at: float | None = None
         self.last_digit_at: float | None = None
         self.speech_started_at: float | None = None
         self.awaiting_transcript = False
@@ -137,6 +143,8 @@ class Listener:
     def prompts_finished(self, now: float) -> None:
         if self.prompts_done_at is None:
             self.prompts_done_at = now
+        if self.first_done_at is None:
+            self.first_done_at = now
 
     def frame(self, frame: bytes, voiced: bool, now: float) -> None:
         if not self.listening or not self.spec.speech or self.digits or self.awaiting_transcript:
@@ -156,7 +164,7 @@ class Listener:
             return
         if self.detector.in_speech or self.awaiting_transcript:  # keys win over speech
             self.actions.cancel_utterance()
-            self.detector.in_speech = False
+            self.detector.reset()
             self.awaiting_transcript = False
         self.actions.barge_in()
         self.last_digit_at = now
@@ -187,7 +195,7 @@ class Listener:
             return
         if self.detector.in_speech and self.speech_started_at is not None:
             if now - self.speech_started_at >= self.spec.max_speech:
-                self.detector.in_speech = False
+                self.detector.reset()
                 self._end_utterance()
             return
         if self.awaiting_transcript:
@@ -198,6 +206,8 @@ class Listener:
             return
         if self.prompts_done_at is not None and now - self.prompts_done_at >= self.spec.timeout:
             self._answer(Answer("none"))
+        elif self.first_done_at is not None and now - self.first_done_at >= self.spec.max_listen:
+            self._answer(Answer("none"))  # noise kept restarting the clock: give up, ask again
 
     def cancel(self) -> None:
         """The call ended or the control plane asked for something else."""

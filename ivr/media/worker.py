@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -25,6 +27,7 @@ from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
 from typing import Any
+from urllib.parse import unquote
 
 import pjsua2 as pj
 
@@ -111,7 +114,7 @@ class MediaWorker:
         self.link: Link | None = None
         self.loop: asyncio.AbstractEventLoop
         self.stopping = asyncio.Event()
-        self._asr_clients: dict[str, Any] = {}
+        self._asr_clients: dict[str, asyncio.Task[Any]] = {}  # call -> its ASR connection
         self._asr_turn = itertools.count()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -270,7 +273,12 @@ class MediaWorker:
             return
         leg = CallLeg(key, call, self)
         self.legs[key] = leg
-        details = parse_invite(message)
+        try:
+            details = parse_invite(message)
+        except Exception:
+            log.exception("call %s: unreadable INVITE", key)
+            leg.hangup(400, "Bad Request")
+            return
         stamp = details["headers"].get("X-LB-Ts")
         if stamp and _stale(stamp):
             log.warning("refusing a stale INVITE (%s): the proxy gave it to another worker", key)
@@ -285,8 +293,12 @@ class MediaWorker:
         if state == pj.PJSIP_INV_STATE_CONFIRMED:
             leg.answered = True
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.emit({"event": "ended", "call": key, "code": code, "reason": reason or "hung up"})
-            self._release(key)
+            try:
+                self.emit(
+                    {"event": "ended", "call": key, "code": code, "reason": reason or "hung up"}
+                )
+            finally:  # whatever happens, the Call goes now (its slot is reused within seconds)
+                self._release(key)
 
     def on_media_state(self, key: str) -> None:
         leg = self.legs.get(key)
@@ -324,9 +336,9 @@ class MediaWorker:
         if leg is None:
             return
         leg.release()
-        client = self._asr_clients.pop(key, None)
-        if client is not None:
-            self.spawn(client.close())
+        pending = self._asr_clients.pop(key, None)
+        if pending is not None:
+            self.spawn(_close_when_connected(pending))
         # The Call object must go now: its destructor hangs up whatever call holds its slot,
         # and pjsua2 reuses slots within seconds.
         leg.call = None  # type: ignore[assignment]
@@ -346,7 +358,8 @@ class MediaWorker:
                     leg.tick(now, self.vad)
                 except Exception:
                     log.exception("call %s: tick failed", leg.key)
-                if leg.answered and now - leg.started_at > self.options.max_call_seconds:
+                too_long = now - leg.started_at > self.options.max_call_seconds
+                if leg.answered and too_long and not leg.hanging_up:
                     log.warning("call %s: longer than the maximum, hanging up", leg.key)
                     leg.hangup()
             delay = next_at - self.loop.time()
@@ -357,20 +370,34 @@ class MediaWorker:
 
     async def asr_client(self, leg: CallLeg) -> Any:
         """The call's connection to a speech worker (made on first use, kept for the call)."""
-        client = self._asr_clients.get(leg.key)
-        if client is None:
-            from ivr.speech.asr.client import AsrClient
-
-            sockets = self.options.asr_sockets
-            if not sockets:
-                raise RuntimeError("no speech worker configured")
-            path = sockets[next(self._asr_turn) % len(sockets)]
-            client = await AsrClient.connect(path)
-            if leg.ended:
-                await client.close()
-                raise RuntimeError("the call ended")
-            self._asr_clients[leg.key] = client
+        pending = self._asr_clients.get(leg.key)
+        if pending is not None and pending.done():
+            client = None if pending.exception() else pending.result()
+            if client is None or client.closed:  # the speech worker was restarted: reconnect
+                if client is not None:
+                    self.spawn(client.close())
+                pending = None
+        if pending is None:  # one connection attempt per call at a time
+            pending = self.loop.create_task(self._connect_asr())
+            self._asr_clients[leg.key] = pending
+        client = await asyncio.shield(pending)
+        if leg.ended:
+            raise RuntimeError("the call ended")
         return client
+
+    async def _connect_asr(self) -> Any:
+        from ivr.speech.asr.client import AsrClient
+
+        sockets = self.options.asr_sockets
+        if not sockets:
+            raise RuntimeError("no speech worker configured")
+        return await AsrClient.connect(sockets[next(self._asr_turn) % len(sockets)])
+
+
+async def _close_when_connected(pending: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(Exception):
+        client = await pending
+        await client.close()
 
 
 def parse_invite(message: str) -> dict[str, Any]:
@@ -378,41 +405,42 @@ def parse_invite(message: str) -> dict[str, Any]:
     head = message.replace("\r\n", "\n").split("\n\n", 1)[0]
     request_line, _, header_text = head.partition("\n")
     parsed = HeaderParser().parsestr(header_text)
-    headers: dict[str, str] = {}
+    by_name: dict[str, str] = {}  # header names are case-insensitive; first occurrence wins
+    context: dict[str, str] = {}  # X-* and User-to-User, as the caller spelled them
     for name, value in parsed.items():
-        name = _COMPACT.get(name.lower(), name) if len(name) == 1 else name
-        headers.setdefault(name, str(value).strip())
+        text = " ".join(str(value).split())  # unfold continuation lines
+        key = _COMPACT.get(name.lower(), name).lower()
+        by_name.setdefault(key, text)
+        if key.startswith("x-") or key == "user-to-user":
+            context.setdefault(name, text)
     parts = request_line.split()
     request_uri = parts[1] if len(parts) >= 2 else ""
-    context = {
-        name: value
-        for name, value in headers.items()
-        if name.lower().startswith("x-") or name.lower() == "user-to-user"
-    }
     return {
         "request_uri": request_uri,
         "request_user": _user_of(request_uri),
-        "from": headers.get("From", ""),
-        "from_user": _user_of(headers.get("From", "")),
-        "to_user": _user_of(headers.get("To", "")),
-        "call_id": headers.get("Call-ID", ""),
+        "from": by_name.get("from", ""),
+        "from_user": _user_of(by_name.get("from", "")),
+        "to_user": _user_of(by_name.get("to", "")),
+        "call_id": by_name.get("call-id", ""),
         "headers": context,
     }
 
 
 def _user_of(uri: str) -> str:
-    """`"Alice" <sip:+4412345@host;user=phone>;tag=1` -> `+4412345`."""
+    """`"Alice" <sip:+4412345@host;user=phone>;tag=1` -> `+4412345`; `tel:+44-20-7946`
+    -> `+44207946` (visual separators dropped, %-escapes decoded)."""
     text = uri
     if "<" in text:
         text = text.split("<", 1)[1].split(">", 1)[0]
-    for scheme in ("sips:", "sip:", "tel:"):
-        if scheme in text:
-            text = text.split(scheme, 1)[1]
-            break
-    else:
+    scheme, colon, rest = text.strip().partition(":")
+    scheme = scheme.lower()
+    if not colon or scheme not in ("sip", "sips", "tel"):
         return ""
-    user = text.split("@", 1)[0] if "@" in text else ""
-    return user.split(";", 1)[0]
+    if scheme == "tel":
+        user = rest.split(";", 1)[0]
+        return re.sub(r"[-.() ]", "", unquote(user))
+    user = rest.split("@", 1)[0] if "@" in rest else ""
+    return unquote(user.split(";", 1)[0])
 
 
 def _stale(stamp: str) -> bool:

@@ -26,7 +26,11 @@ class ProtocolError(Exception):
 
 
 def encode_json(message: dict[str, Any]) -> bytes:
-    payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    # "replace": text from the network (a SIP header with Latin-1 bytes reaches us with lone
+    # surrogates) must not make a message unsendable.
+    payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "replace"
+    )
     return _HEADER.pack(len(payload), _JSON) + payload
 
 

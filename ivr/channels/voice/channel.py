@@ -22,6 +22,7 @@ log = logging.getLogger("ivr.voice")
 DIGITS_GRAMMAR = "<digits>"  # the recogniser's built-in rule for spoken digit strings
 TRANSFER_TIMEOUT = 30.0  # seconds to wait for the far end's final NOTIFY
 HANGUP_GRACE = 10.0  # beyond the queued prompts' length, when ending a call
+LISTEN_SLACK = 90.0  # beyond prompts + no-input time: the worker's own cap is 60 s of noise
 
 
 class VoiceChannel:
@@ -51,11 +52,16 @@ class VoiceChannel:
             spec=listen_spec(prompt, spec, self.end_silence),
         )
         # Bounded: every prompt queued, the no-input time, and slack for a long utterance.
-        limit = self.queued_seconds + seconds + spec.timeout + 60.0
+        limit = self.queued_seconds + seconds + spec.timeout + LISTEN_SLACK
         self.queued_seconds = 0.0
-        event = await self._wait(
-            lambda e: e.get("event") == "input" and e.get("request") == request, limit
-        )
+        try:
+            event = await self._wait(
+                lambda e: e.get("event") == "input" and e.get("request") == request, limit
+            )
+        except TimeoutError:  # the worker never answered: treat it as no input, ask again
+            log.warning("call %s: no answer from the media worker in %.0f s", self.call.key, limit)
+            self.call.send("stop")
+            return None
         kind = event.get("kind")
         if kind == "speech":
             return CustomerInput(
@@ -76,9 +82,13 @@ class VoiceChannel:
         self.call.send("transfer", uri=target.sip_uri, headers=headers)
         limit = self.queued_seconds + TRANSFER_TIMEOUT
         self.queued_seconds = 0.0
-        event = await self._wait(
-            lambda e: e.get("event") == "transfer" and bool(e.get("final")), limit
-        )
+        try:
+            event = await self._wait(
+                lambda e: e.get("event") == "transfer" and bool(e.get("final")), limit
+            )
+        except TimeoutError:
+            log.warning("call %s: no final NOTIFY for the transfer in %.0f s", self.call.key, limit)
+            return False
         status = int(event.get("status", 0))
         if not 200 <= status < 300:
             log.warning("call %s: transfer to %s failed: %s", self.call.key, target.sip_uri, status)

@@ -103,7 +103,11 @@ class MediaGateway:
         worker: WorkerLink | None = None
         try:
             hello = await asyncio.wait_for(link.receive(), timeout=10)
-            if not isinstance(hello, dict) or hello.get("event") != "hello":
+            if (
+                not isinstance(hello, dict)
+                or hello.get("event") != "hello"
+                or not isinstance(hello.get("worker"), str)
+            ):
                 log.error("a process connected to the media socket without saying hello")
                 return
             worker = WorkerLink(str(hello["worker"]), link, int(hello.get("max_calls", 4)))

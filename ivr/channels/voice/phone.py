@@ -77,3 +77,8 @@ class PhoneService:
                 await live.task
         finally:
             self.active.discard(call)
+            if call.ended is None:
+                # The run is over and the call is still up: its flow failed before hanging up,
+                # the conversation moved to another channel, or it waits in a queue (no ACD
+                # yet to hold it). Never leave a caller in silence: hang up after what is queued.
+                call.send("hangup")

@@ -123,22 +123,30 @@ class ReconnectingTts:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self._client: Any = None
+        self._connecting = asyncio.Lock()  # one connection, however many calls ask at once
 
-    async def _call(self, method: str, *args: str) -> str:
+    async def _connected(self) -> Any:
         from ivr.speech.tts.client import TtsClient
 
-        for attempt in (1, 2):
-            if self._client is None:
+        async with self._connecting:
+            if self._client is None or self._client.closed:
                 self._client = await TtsClient.connect(self.socket_path)
+            return self._client
+
+    async def _call(self, method: str, *args: str) -> str:
+        for attempt in (1, 2):
+            client = await self._connected()
             try:
-                return str(await getattr(self._client, method)(*args))
+                return str(await getattr(client, method)(*args))
             except (ConnectionError, OSError, EOFError) as exc:
                 if attempt == 2:
                     raise
                 log.warning("TTS worker connection lost (%s): reconnecting", exc)
-                with contextlib.suppress(Exception):
-                    await self._client.close()
-                self._client = None
+                async with self._connecting:
+                    if self._client is client:
+                        with contextlib.suppress(Exception):
+                            await client.close()
+                        self._client = None
         raise AssertionError("unreachable")
 
     async def render(self, text: str, language: str) -> str:

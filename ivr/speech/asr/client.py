@@ -273,7 +273,7 @@ class AsrClient:
             if future is not None and not future.done():
                 future.set_result(None)
         elif current is None:
-            log.debug("ASR event outside an utterance: %s", message)
+            log.debug("ASR event %r outside an utterance", event)  # not its text: PINs
         elif event == "partial":
             current._on_partial(str(message.get("text", "")))
         elif event == "final":
@@ -287,4 +287,4 @@ class AsrClient:
             else:
                 log.warning("ASR worker: %s", text)
         else:
-            log.debug("unknown ASR event: %s", message)
+            log.debug("unknown ASR event %r", event)

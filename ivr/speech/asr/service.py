@@ -164,11 +164,12 @@ class _Run:
                 send({"event": "cancelled"})
                 return
             send({"event": "final", "text": text, "confidence": confidence})
+            # Never the text: the answer may be a spoken PIN (the worker is not told which).
             log.debug(
-                "final after %.1f s of audio, %.0f ms after end: %r (%.2f)",
+                "final after %.1f s of audio, %.0f ms after end: %d words (%.2f)",
                 self.audio_bytes / BYTES_PER_SECOND,
                 (time.perf_counter() - self.ended_at) * 1000,
-                text,
+                len(text.split()),
                 confidence,
             )
         except asyncio.CancelledError:

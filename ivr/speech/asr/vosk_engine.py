@@ -168,7 +168,7 @@ class VoskUtterance(Utterance):
         confs = [float(w.get("conf", 0.0)) for s in self._segments for w in s.get("result", ())]
         confidence = round(sum(confs) / len(confs), 3) if confs and text else 0.0
         if self.gate is not None and text and confidence < self.gate:
-            log.debug("grammar result %r rejected (confidence %.2f)", text, confidence)
+            log.debug("grammar result rejected (confidence %.2f)", confidence)  # no text: PINs
             return "", 0.0
         return text, confidence
 
