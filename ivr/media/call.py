@@ -22,7 +22,7 @@ import pjsua2 as pj
 from ivr.media.audio import FRAME_BYTES, SILENCE
 from ivr.media.endpoint import ThreadSafeDelete
 from ivr.media.frames import frame_io
-from ivr.media.listening import Answer, Listener, ListenSpec
+from ivr.media.listening import Answer, Listener, ListenSpec, frame_is_voiced
 from ivr.media.playback import Playback
 
 if TYPE_CHECKING:
@@ -136,8 +136,6 @@ class CallLeg:
 
     def tick(self, now: float, vad: Any) -> None:
         """Every loop tick: caller audio into the listener, our audio out, timers."""
-        from ivr.media.listening import frame_is_voiced
-
         listener = self.listener
         while self.received:
             frame = self.received.popleft()
