@@ -21,6 +21,8 @@ test: system-packages-test $(INSTALLED) rasa-venv
 bench: $(INSTALLED)
 	$(BIN)/python bench/engine_turns.py
 	$(BIN)/python bench/validate_flows.py
+	$(BIN)/python bench/voice_calls.py
+	$(BIN)/python bench/speech_streams.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check ivr tests bench

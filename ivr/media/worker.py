@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import pjsua2 as pj
 
-from ivr.media.audio import FRAME_MS, BadPromptAudio, PromptFiles
+from ivr.media.audio import FRAME_MS, SILENCE, BadPromptAudio, PromptFiles
 from ivr.media.call import CallLeg, IvrCall
 from ivr.media.endpoint import (
     EndpointOptions,
@@ -47,7 +47,10 @@ log = logging.getLogger("ivr.media")
 
 # SIP's compact header forms (RFC 3261 §7.3.3) for the headers we read.
 _COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact"}
-STALE_INVITE_SECONDS = 1.5  # Kamailio gave up on us by now and tried another worker
+STALE_INVITE_SECONDS = 1.5
+# Silence played before a hang-up or transfer: the last frames of a prompt are still on their
+# way (jitter buffers), and some synthesised prompts end without any silence of their own.
+TAIL = [SILENCE] * 10  # Kamailio gave up on us by now and tried another worker
 
 
 @dataclass(frozen=True)
@@ -233,11 +236,13 @@ class MediaWorker:
             leg.stop()
         elif op == "transfer":
             uri, headers = str(message["uri"]), dict(message.get("headers", {}))
+            leg.playback.enqueue(TAIL, barge_in=False)
             leg.after_playback.append(lambda: self._transfer(leg, uri, headers))
         elif op == "hangup":
             if message.get("now"):
                 leg.hangup()
             else:
+                leg.playback.enqueue(TAIL, barge_in=False)
                 leg.after_playback.append(leg.hangup)
         else:
             self.emit({"event": "error", "call": leg.key, "message": f"unknown op {op!r}"})
