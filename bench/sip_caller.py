@@ -48,6 +48,7 @@ import pjsua2 as pj  # noqa: E402
 from ivr.media.endpoint import (  # noqa: E402
     EndpointOptions,
     ThreadSafeDelete,
+    current_endpoint,
     media_transport,
     register_thread,
     shutdown_and_exit,
@@ -485,12 +486,7 @@ class Caller:
             rtp_port=RTP_PORT,
             rtp_port_range=RTP_PORT_RANGE,
         )
-        try:
-            self.endpoint = ep = start_endpoint(options)
-        except Exception:
-            with contextlib.suppress(Exception):
-                self.endpoint = pj.Endpoint.instance()
-            raise
+        self.endpoint = ep = start_endpoint(options)
         register_thread("loop")
         local = ep.transportGetInfo(ep.transportEnum()[0]).localName
         cfg = pj.AccountConfig()
@@ -738,7 +734,7 @@ def main() -> None:
     out.flush()
     holder.pop("caller", None)
     endpoint = holder.pop("endpoint", None)
-    if endpoint is None:
+    if endpoint is None and current_endpoint() is None:  # pjsua2 never started
         sys.exit(code)
     shutdown_and_exit(endpoint, code)
 

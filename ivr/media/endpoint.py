@@ -148,15 +148,23 @@ def available_codecs() -> list[str]:
     return [i.codecId for i in _endpoint.codecEnum2()]
 
 
-def shutdown_and_exit(ep: pj.Endpoint, status: int = 0) -> None:
+def current_endpoint() -> pj.Endpoint | None:
+    """The process's endpoint once `start_endpoint` has created the library, even when it then
+    failed half way (a busy SIP port): the library exists and must still be destroyed."""
+    return _endpoint
+
+
+def shutdown_and_exit(ep: pj.Endpoint | None = None, status: int = 0) -> None:
     """Hang up everything, destroy the library and leave the process at once: a pjsua2
     object collected after libDestroy would abort the interpreter on its way out."""
     import gc
 
-    with contextlib.suppress(Exception):
-        ep.hangupAllCalls()
-    gc.collect()
-    with contextlib.suppress(Exception):
-        ep.libDestroy()
+    ep = ep or _endpoint
+    if ep is not None:
+        with contextlib.suppress(Exception):
+            ep.hangupAllCalls()
+        gc.collect()
+        with contextlib.suppress(Exception):
+            ep.libDestroy()
     logging.shutdown()
     os._exit(status)

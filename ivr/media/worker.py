@@ -478,8 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.account = None  # type: ignore[assignment]
     worker.legs.clear()
     worker.pending.clear()
-    # Also when start_endpoint failed half way (the SIP port taken): the library exists.
-    shutdown_and_exit(getattr(worker, "endpoint", None) or pj.Endpoint.instance(), status)
+    shutdown_and_exit(status=status)  # also when start_endpoint failed half way
     return status
 
 

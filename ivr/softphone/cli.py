@@ -183,10 +183,10 @@ def run(args: argparse.Namespace) -> int:
     out.write(json.dumps(outcome) + "\n")
     out.flush()
     endpoint = holder.pop("endpoint", None)
-    if endpoint is None:
-        sys.exit(code)
-    from ivr.media.endpoint import shutdown_and_exit
+    from ivr.media.endpoint import current_endpoint, shutdown_and_exit
 
+    if endpoint is None and current_endpoint() is None:  # pjsua2 never started
+        sys.exit(code)
     shutdown_and_exit(endpoint, code)
     return code  # not reached: shutdown_and_exit leaves the process
 

@@ -362,13 +362,7 @@ class Phone:
             rtp_port=RTP_PORT,
             rtp_port_range=RTP_PORT_RANGE,
         )
-        try:
-            self.endpoint = ep = start_endpoint(options)
-        except Exception:
-            # Created but not started (a busy port, say): still ours to destroy at the end.
-            with contextlib.suppress(Exception):
-                self.endpoint = pj.Endpoint.instance()
-            raise
+        self.endpoint = ep = start_endpoint(options)
         register_thread("loop")
         local = ep.transportGetInfo(ep.transportEnum()[0]).localName  # "127.0.0.1:41234"
         port = int(local.rsplit(":", 1)[1])
