@@ -1,18 +1,22 @@
 """`ConversationStore`: save a conversation after every flow step, load it back anywhere.
 
 `save` writes the document row (everything but the timeline) and appends the timeline turns not
-stored yet, in one transaction. It writes the document first: that locks the conversation's row
-(PostgreSQL) or the database (SQLite) before reading how many turns are stored, so two processes
-saving the same conversation, or a restarted one, never duplicate or skip a turn.
+stored yet, in one transaction. A turn's key is its place in the timeline, and turns are inserted
+"on conflict do nothing": two processes saving the same conversation, or a restarted one that
+sends the whole timeline again, never duplicate or skip a turn. Which turns this store already
+wrote is remembered (for the most recent conversations) so a save sends only the new ones.
+
+Every flow step is saved, so a save is on every call's path: its statements are built once
+(SQLAlchemy then reuses their compiled form) and it costs one round trip per statement.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Insert, Select, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,9 +32,30 @@ def _dumps(value: Any, what: str) -> str:
         raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc
 
 
+REMEMBERED = 10_000  # conversations whose stored turn count is kept (LRU); others resend all
+
+_UPDATED = ("flow", "status", "customer_id", "updated_at", "document")
+
+
+def _statements(dialect: str) -> tuple[Insert, Insert]:
+    """(upsert of a conversation row, insert of turns that skips those already stored)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert = insert(conversations)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[conversations.c.id],
+        set_={key: upsert.excluded[key] for key in _UPDATED},
+    )
+    append = insert(turns).on_conflict_do_nothing(
+        index_elements=[turns.c.conversation_id, turns.c.seq]
+    )
+    return upsert, append
+
+
 class ConversationStore:
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._upsert, self._append = _statements(database.dialect)
+        self._stored: OrderedDict[str, int] = OrderedDict()  # id -> turns known to be stored
 
     async def save(self, conv: Conversation) -> None:
         """Store the conversation and append its new turns; all or nothing."""
@@ -44,33 +69,27 @@ class ConversationStore:
             "updated_at": conv.updated_at,
             "document": _dumps(document, f"conversation {conv.id}"),
         }
-        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-        upsert = insert(conversations).values(row)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[conversations.c.id],
-            set_={key: upsert.excluded[key] for key in row if key not in ("id", "created_at")},
-        )
+        first_new = self._stored.get(conv.id, 0)
+        new = [
+            {
+                "conversation_id": conv.id,
+                "seq": seq,
+                "ts": turn.ts,
+                "channel": turn.channel,
+                "role": str(turn.role),
+                "text": turn.text,
+                "meta": _dumps(turn.meta, f"turn {seq} of conversation {conv.id}"),
+            }
+            for seq, turn in enumerate(conv.timeline[first_new:], first_new)
+        ]
         async with self._db.begin(f"saving conversation {conv.id}") as conn:
-            await conn.execute(upsert)
-            stored = await conn.scalar(
-                select(func.max(turns.c.seq)).where(turns.c.conversation_id == conv.id)
-            )
-            first_new = 0 if stored is None else stored + 1
-            new = [
-                {
-                    "conversation_id": conv.id,
-                    "seq": seq,
-                    "ts": turn.ts,
-                    "channel": turn.channel,
-                    "role": str(turn.role),
-                    "text": turn.text,
-                    "meta": _dumps(turn.meta, f"turn {seq} of conversation {conv.id}"),
-                }
-                for seq, turn in enumerate(conv.timeline)
-                if seq >= first_new
-            ]
+            await conn.execute(self._upsert, row)
             if new:
-                await conn.execute(turns.insert(), new)
+                await conn.execute(self._append, new)
+        self._stored[conv.id] = len(conv.timeline)
+        self._stored.move_to_end(conv.id)
+        if len(self._stored) > REMEMBERED:
+            self._stored.popitem(last=False)
 
     async def get(self, conversation_id: str) -> Conversation | None:
         """The conversation with its whole timeline, or None if it was never saved."""
