@@ -1,9 +1,9 @@
 """`ivr serve`: the control plane's aiohttp application and the order its parts live in.
 
-Resources that start and must stop are async context managers registered in `cleanup_ctx`, in
-dependency order (store, HTTP client, flows, child-process supervisor, conversations) and torn
-down in reverse. Later issues add media and speech workers to the supervisor and their channels
-to the conversation service; the web side only routes requests to them.
+Resources that start and must stop are async context managers listed in `RESOURCES`, in
+dependency order (store, HTTP client, flows, child-process supervisor, conversations, phone
+calls), entered as one `cleanup_ctx` and torn down in reverse, also when a later one fails to
+start. The web side only routes requests to them.
 """
 
 from __future__ import annotations
@@ -128,14 +128,25 @@ async def _phone_calls(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+RESOURCES = (_store, _http_client, _flows, _supervisor, _conversations, _phone_calls)
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    """Everything the app holds, started in order and stopped in reverse. One context, not one
+    each: aiohttp does not clean up after a failed start, and those started before the failure
+    (the store, the workers) must still be closed, not left to the garbage collector."""
+    async with contextlib.AsyncExitStack() as stack:
+        for resource in RESOURCES:
+            await stack.enter_async_context(contextlib.asynccontextmanager(resource)(app))
+        yield
+
+
 def create_app(settings: Settings, api_token: str | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors, api.require_token], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[API_TOKEN] = api_token or settings.api.token or secrets.token_urlsafe(24)
     app[METRICS] = Metrics()
-    app.cleanup_ctx.extend(
-        [_store, _http_client, _flows, _supervisor, _conversations, _phone_calls]
-    )
+    app.cleanup_ctx.append(_resources)
     health.add_routes(app)
     api.add_routes(app)
     chat.add_routes(app)
