@@ -187,3 +187,32 @@ def test_digits_win_over_text_when_both_are_given() -> None:
 def test_unknown_answer_type_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown answer type 'colour'"):
         parse_answer(speech("red"), "colour")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("네", True),
+        ("네 맞아요", True),
+        ("예.", True),
+        ("아니요", False),
+        ("아뇨, 괜찮아요", False),
+    ],
+)
+def test_a_korean_yes_no_is_read_in_korean_words(text: str, expected: bool) -> None:
+    assert parse_answer(speech(text), "yes_no", language="ko") is expected
+
+
+def test_korean_words_are_no_answer_to_an_english_question_and_vice_versa() -> None:
+    assert parse_answer(speech("네"), "yes_no") is None
+    assert parse_answer(speech("yes"), "yes_no", language="ko") is None
+
+
+def test_a_yes_no_question_tells_the_recogniser_the_words_of_its_language() -> None:
+    from ivr.flow import model as m
+    from ivr.flow.steps.ask import input_spec
+
+    action = m.AskAction(prompt="q", slot="ok", type="yes_no")
+    assert {"네", "아니요"} <= set(input_spec(action, "ko").hints)
+    assert {"yes", "no"} <= set(input_spec(action, "en").hints)
+    assert "네" not in input_spec(action, "en").hints

@@ -137,13 +137,31 @@ def _spoken_number(text: str) -> float | int | None:
     return total + current if seen else None
 
 
-def yes_no(text: str) -> bool | None:
-    words = set(_words(text))
+# Yes and no per language: the words that mean them, and the phrases a recogniser is told to
+# expect (the first of each). A language not listed is answered in English words.
+_YES_NO: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "en": (frozenset(_YES), frozenset(_NO)),
+    "ko": (
+        frozenset({"네", "예", "응", "그래", "그래요", "맞아", "맞아요", "맞습니다", "좋아요"}),
+        frozenset({"아니요", "아니오", "아뇨", "아니", "아니에요", "아닙니다", "싫어요"}),
+    ),
+}
+_HINTS = {"en": ("yes", "no"), "ko": ("네", "아니요", "예", "아니오")}
+
+
+def yes_no_hints(language: str) -> tuple[str, ...]:
+    return _HINTS.get(language, _HINTS["en"])
+
+
+def yes_no(text: str, language: str = "en") -> bool | None:
+    """True for yes, False for no (or the keys 1 and 2), None when it is neither or both."""
     if text.strip() in ("1",):
         return True
     if text.strip() in ("2",):
         return False
-    yes, no = bool(words & _YES), bool(words & _NO)
+    yes_words, no_words = _YES_NO.get(language, _YES_NO["en"])
+    words = set(re.findall(r"\w+", text.lower())) if language != "en" else set(_words(text))
+    yes, no = bool(words & yes_words), bool(words & no_words)
     if yes != no:
         return yes
     return None
@@ -158,6 +176,7 @@ def parse_answer(
     max_length: int | None = None,
     terminator: str | None = "#",
     date_format: str = "%Y%m%d",
+    language: str = "en",
 ) -> Any | None:
     """The slot value for `answer`, or None when it does not fit the expected type."""
     raw = answer.digits if answer.digits is not None else (answer.text or "")
@@ -183,7 +202,7 @@ def parse_answer(
     if kind == "number":
         return spoken_number(raw)
     if kind == "yes_no":
-        return yes_no(raw)
+        return yes_no(raw, language)
     if kind == "date":
         return _date(raw, keyed=answer.digits is not None, date_format=date_format)
     raise ValueError(f"unknown answer type {kind!r}")

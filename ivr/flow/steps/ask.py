@@ -11,15 +11,13 @@ from typing import Any
 from ivr.flow import model as m
 from ivr.flow.channel import CustomerInput, InputSpec
 from ivr.flow.engine import FlowRun, Next, StepResult, listening_spec
-from ivr.flow.values import parse_answer
-
-YES_NO_HINTS = ("yes", "no")
+from ivr.flow.values import parse_answer, yes_no_hints
 
 
-def input_spec(action: m.AskAction) -> InputSpec:
+def input_spec(action: m.AskAction, language: str = "en") -> InputSpec:
     hints: tuple[str, ...] = tuple(action.hints)
     if action.type == "yes_no":
-        hints += YES_NO_HINTS
+        hints += yes_no_hints(language)
     return listening_spec(
         action,
         max_digits=action.length or action.max_length,
@@ -42,9 +40,11 @@ async def run(step: m.AskStep, run: FlowRun) -> StepResult:
             max_length=action.max_length,
             terminator=action.terminator,
             date_format=action.date_format,
+            language=run.conv.language,
         )
 
-    value = await run.collect(action.prompt, action, input_spec(action), interpret)
+    spec = input_spec(action, run.conv.language)
+    value = await run.collect(action.prompt, action, spec, interpret)
     if value is None:
         return await run.give_up(run.failure_step(step), f"no valid answer for {action.slot!r}")
     if action.secure:
