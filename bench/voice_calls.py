@@ -10,7 +10,9 @@ prints:
      start with nothing cached, cached prompts (after `ivr prompts render`), and a prompt with
      a template (rendered by the TTS worker during every call);
   2. turn latency: end of the caller's speech ("yes", flite) -> first audio of the bot's reply,
-     with end_silence 0.3 s and 0.2 s, and where the time goes;
+     to a yes/no question (a closed grammar: complete_silence ends it) and to an open question
+     (free speech: end_silence), with the default settings (and, in the full run, the yes/no
+     question as it was before complete_silence, and end_silence 0.2 s), and where the time goes;
   3. barge-in: the caller's first voiced frame (or key press) -> the prompt's audio stops;
   4. CPU (% of one core) of the media worker, speech workers and control plane at 1 and 4
      concurrent calls (a DTMF menu loop, and a spoken yes/no loop), per call, and memory.
@@ -22,6 +24,7 @@ is asserted.
 
     .venv/bin/python bench/voice_calls.py            # a few minutes
     .venv/bin/python bench/voice_calls.py --quick    # under a minute or so
+    .venv/bin/python bench/voice_calls.py --quick --sections turns,barge --samples 10
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -75,6 +79,7 @@ THRESHOLD = 400.0  # the caller's "speech" RMS (bench/sip_caller.py)
 FRAME_S = 0.02
 FRAME_BYTES = 640
 END_SILENCE = 0.3  # the server's default, set explicitly
+SECTIONS = ("first", "turns", "barge", "load")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 PROMPTS = {
@@ -114,27 +119,55 @@ steps:
   hello:
     end: "{DYNAMIC_TEXT}"
 """,
+    # The server's defaults: a yes/no question has a closed grammar (complete_silence ends it).
     "bench_turn30": """
 flow: bench_turn30
 numbers: ["7010"]
 start: question
 steps:
   question:
-    ask: {prompt: bench_yes_no, slot: answer, type: yes_no, retries: 10, timeout: 10,
-          end_silence: 0.3}
+    ask: {prompt: bench_yes_no, slot: answer, type: yes_no, retries: 10, timeout: 10}
     next: reply
   reply:
     say: bench_ok
     next: question
 """,
+    # Free speech (no grammar: end_silence ends it), with end_silence 0.2 s.
     "bench_turn20": """
 flow: bench_turn20
 numbers: ["7011"]
 start: question
 steps:
   question:
-    ask: {prompt: bench_yes_no, slot: answer, type: yes_no, retries: 10, timeout: 10,
+    ask: {prompt: bench_yes_no, slot: answer, type: text, retries: 10, timeout: 10,
           end_silence: 0.2}
+    next: reply
+  reply:
+    say: bench_ok
+    next: question
+""",
+    # Free speech with the default end_silence.
+    "bench_turn_free": """
+flow: bench_turn_free
+numbers: ["7012"]
+start: question
+steps:
+  question:
+    ask: {prompt: bench_yes_no, slot: answer, type: text, retries: 10, timeout: 10}
+    next: reply
+  reply:
+    say: bench_ok
+    next: question
+""",
+    # The yes/no question as before complete_silence: end_silence (0.3 s) always.
+    "bench_turn_old": """
+flow: bench_turn_old
+numbers: ["7013"]
+start: question
+steps:
+  question:
+    ask: {prompt: bench_yes_no, slot: answer, type: yes_no, retries: 10, timeout: 10,
+          complete_silence: 0.3}
     next: reply
   reply:
     say: bench_ok
@@ -253,7 +286,8 @@ def instrument_call_handles() -> None:
         send(self, op, **fields)
 
     def timed_deliver(self: Any, event: dict[str, Any]) -> None:
-        info = {k: event.get(k) for k in ("kind", "text", "digits", "request", "reason")}
+        keys = ("kind", "text", "digits", "request", "reason", "at", "ended_at", "jitter_ms")
+        info = {k: event.get(k) for k in keys}
         CP_EVENTS.append(
             CpEvent(time.monotonic(), self.bench_label, f"ev:{event.get('event')}", info)
         )
@@ -447,7 +481,11 @@ async def start_server(tmp: Path, warnings: WarningLog) -> Server:
     http_port = sock.getsockname()[1]
     dialogs = Path(shutil.copytree(ROOT / "dialogs", tmp / "dialogs"))
     prompts = Path(shutil.copytree(ROOT / "prompts", tmp / "prompts"))
+    from ivr.flow.model import Listening
+
     for name, text in FLOWS.items():
+        if "complete_silence" in text and "complete_silence" not in Listening.model_fields:
+            continue  # a server from before complete_silence (measuring "before")
         (dialogs / f"{name}.yaml").write_text(text.replace("HTTP_PORT", str(http_port)))
     catalogue = "language: en\nprompts:\n" + "".join(
         f"  {key}: {json.dumps(text)}\n" for key, text in PROMPTS.items()
@@ -679,12 +717,23 @@ def print_first_audio(cases: list[tuple[str, FirstAudio]]) -> None:
 class Turns:
     total: list[float] = field(default_factory=list)  # last voiced frame sent -> reply heard
     to_input: list[float] = field(default_factory=list)  # -> transcript at the control plane
+    to_endpoint: list[float] = field(default_factory=list)  # -> the media worker ended it
+    endpoint_to_input: list[float] = field(default_factory=list)  # -> transcript at the cp
+    partial_at: list[float] = field(default_factory=list)  # end of speech -> partial = answer
     to_play: list[float] = field(default_factory=list)  # transcript -> play command
     play_to_audio: list[float] = field(default_factory=list)
     texts: Counter[str] = field(default_factory=Counter)
     jbuf: list[float] = field(default_factory=list)
+    server_jbuf: list[float] = field(default_factory=list)  # the media worker's, per call
     failures: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def server_jitter(label: str) -> float | None:
+    """The media worker's jitter buffer delay for the call (its `ended` event), in seconds."""
+    ended = cp_first(label, "ev:ended", 0)
+    value = ended.info.get("jitter_ms") if ended is not None else None
+    return None if value is None else value / 1000
 
 
 def turn_figures(legs: list[dict[str, Any]], reply: PromptAudio, skip: int = 1) -> Turns:
@@ -697,6 +746,8 @@ def turn_figures(legs: list[dict[str, Any]], reply: PromptAudio, skip: int = 1) 
         rx_t, rx_rms = leg.get("rx_t", []), leg.get("rx_rms", [])
         if leg["jbuf"]:
             fig.jbuf.append(leg["jbuf"]["avg_delay_ms"] / 1000)
+        if (jitter := server_jitter(leg["label"])) is not None:
+            fig.server_jbuf.append(jitter)
         for index, end in enumerate(ends):
             if index < skip:
                 continue
@@ -713,6 +764,24 @@ def turn_figures(legs: list[dict[str, Any]], reply: PromptAudio, skip: int = 1) 
                 continue
             fig.texts[f"{event.info.get('kind')}:{event.info.get('text') or ''}"] += 1
             fig.to_input.append(event.t - end)
+            if event.info.get("ended_at"):  # a media worker that says when it ended the answer
+                fig.to_endpoint.append(event.info["ended_at"] - end)
+                fig.endpoint_to_input.append(event.t - event.info["ended_at"])
+            # The first partial transcript that already was the final answer (the earliest
+            # moment a complete answer could be known), relative to the end of speech.
+            matching = next(
+                (
+                    e
+                    for e in CP_EVENTS
+                    if e.label == leg["label"]
+                    and e.kind == "ev:heard"
+                    and end - 2 <= e.t <= event.t
+                    and e.info.get("text") == event.info.get("text")
+                ),
+                None,
+            )
+            if matching is not None:
+                fig.partial_at.append(matching.t - end)
             play = cp_first(leg["label"], "cmd:play", event.t, until)
             if play is not None:
                 fig.to_play.append(play.t - event.t)
@@ -740,8 +809,13 @@ def print_turns(cases: list[tuple[str, Turns]], reply: PromptAudio) -> None:
             continue
         print(
             f"   {name}, p50 breakdown: end of speech -> transcript at the control plane "
-            f"{ms(median(fig.to_input))} (server jitter buffer + VAD end-of-speech wait + "
-            f"recogniser's final result); transcript -> play command {ms(median(fig.to_play))} "
+            f"{ms(median(fig.to_input))} [= end of speech -> the media worker ends the answer "
+            f"{ms(median(fig.to_endpoint))} (server jitter buffer avg "
+            f"{ms(median(fig.server_jbuf))}, trailing-silence wait); -> transcript at the "
+            f"control plane {ms(median(fig.endpoint_to_input))} (recogniser's final result, "
+            f"IPC)]; the partial transcript was the answer already at "
+            f"{ms(median(fig.partial_at))} (n={len(fig.partial_at)}); "
+            f"transcript -> play command {ms(median(fig.to_play))} "
             f"(flow engine, SQLite writes); play command -> first loud frame "
             f"{ms(median(fig.play_to_audio))} (reply's leading silence {ms(reply.lead)}, caller "
             f"jitter buffer avg {ms(median(fig.jbuf))})"
@@ -758,6 +832,8 @@ def print_turns(cases: list[tuple[str, Turns]], reply: PromptAudio) -> None:
 class Barge:
     total: list[float] = field(default_factory=list)  # first voiced frame/key -> prompt cut
     to_event: list[float] = field(default_factory=list)  # -> barge_in event at control plane
+    to_cut: list[float] = field(default_factory=list)  # -> the media worker cut the prompt
+    server_jbuf: list[float] = field(default_factory=list)
     adjusted: list[bool] = field(default_factory=list)  # counted to the end of a pause
     in_pause: int = 0
     unaligned: int = 0
@@ -774,6 +850,8 @@ def barge_figures(legs: list[dict[str, Any]], prompt: PromptAudio) -> Barge:
     e = prompt.rms
     quiet = max(8, round(prompt.longest_pause / FRAME_S) + 4)
     for leg in legs:
+        if (jitter := server_jitter(leg["label"])) is not None:
+            fig.server_jbuf.append(jitter)
         fig.failures += [f"{leg['label']}: {e}" for e in leg["errors"]]
         rx_t = leg.get("rx_t", [])
         r = np.asarray(leg.get("rx_rms", []), dtype=np.float32)
@@ -817,6 +895,8 @@ def barge_figures(legs: list[dict[str, Any]], prompt: PromptAudio) -> Barge:
             event = cp_first(leg["label"], "ev:barge_in", start - 0.05, start + 5)
             if event is not None:
                 fig.to_event.append(event.t - start)
+                if event.info.get("at"):  # a media worker that says when it cut
+                    fig.to_cut.append(event.info["at"] - start)
     return fig
 
 
@@ -830,7 +910,19 @@ def print_barge(cases: list[tuple[str, Barge]]) -> None:
     for name, fig in cases:
         ratio = f"{median(fig.total) / base:.2f}" if base and fig.total else "-"  # type: ignore[operator]
         print(f"   {name:<46} {dist(fig.total)}       {ratio:>5}")
+        # A cut inside one of the prompt's own pauses is counted to the pause's end: an upper
+        # bound. The others are exact.
+        exact = [v for v, paused in zip(fig.total, fig.adjusted, strict=True) if not paused]
+        if len(exact) < len(fig.total):
+            print(f"   {'  the exact ones (not cut in a pause)':<46} {dist(exact)}")
     for name, fig in cases:
+        print(
+            f"   {name}, p50 breakdown: first voiced frame/key sent -> the media worker silenced "
+            f"the prompt (held or cut) {ms(median(fig.to_cut))} (RTP, server jitter buffer avg "
+            f"{ms(median(fig.server_jbuf))}, the bridge's next tick, the speech decision); "
+            f"-> the prompt's audio stops at the caller: the rest (the bridge's next tick, "
+            f"the caller's jitter buffer)"
+        )
         print(
             f"   {name}: the media worker's barge_in event reached the control plane after p50 "
             f"{ms(median(fig.to_event))} ms (n={len(fig.to_event)}); cut inside a pause of the "
@@ -1013,18 +1105,35 @@ def print_integrity(groups: list[tuple[str, list[dict[str, Any]]]]) -> None:
 class Sizes:
     first: int  # calls with a cached prompt
     dynamic: int  # calls with a prompt rendered during the call
-    turns: int  # answers per end_silence (plus one warm-up answer)
+    turns: int  # answers per case (plus one warm-up answer)
     barge: int  # tries per mode
     window: float  # seconds of CPU measurement per load level
-    end_silences: tuple[tuple[str, float], ...]
+    turn_cases: tuple[tuple[str, str], ...]  # (number, what)
     speech_load: bool
 
 
-QUICK = Sizes(3, 2, 3, 3, 2.0, (("7010", 0.3),), False)
-FULL = Sizes(20, 6, 20, 12, 10.0, (("7010", 0.3), ("7011", 0.2)), True)
+FLOW_OF = {"7010": "bench_turn30", "7011": "bench_turn20", "7012": "bench_turn_free"}
+FLOW_OF["7013"] = "bench_turn_old"
+YES_NO = ("7010", "yes/no question, defaults")
+FREE = ("7012", "open question (free speech), defaults")
+QUICK = Sizes(3, 2, 3, 3, 2.0, (YES_NO, FREE), False)
+FULL = Sizes(
+    20,
+    6,
+    20,
+    12,
+    10.0,
+    (
+        YES_NO,
+        ("7013", "yes/no, complete_silence 0.3 (as before)"),
+        FREE,
+        ("7011", "open question, end_silence 0.2"),
+    ),
+    True,
+)
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, sections: set[str], samples: int | None) -> None:
     if shutil.which("flite") is None:
         sys.exit("voice_calls: the caller speaks with flite: apt-get install flite")
     warnings = WarningLog()
@@ -1034,7 +1143,10 @@ async def main(quick: bool) -> None:
     started = time.monotonic()
     server = await start_server(tmp, warnings)
     try:
-        await run_all(server, QUICK if quick else FULL, quick)
+        sizes = QUICK if quick else FULL
+        if samples:
+            sizes = dataclasses.replace(sizes, turns=samples, barge=samples)
+        await run_all(server, sizes, quick, sections)
     finally:
         await server.runner.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1060,7 +1172,7 @@ class Phase:
         return f"   [{took:.0f} s of calls]"
 
 
-async def run_all(server: Server, n: Sizes, quick: bool) -> None:
+async def run_all(server: Server, n: Sizes, quick: bool, sections: set[str]) -> None:
     speech = server.settings.speech
     phase = Phase()
     print(f"voice_calls{' --quick' if quick else ''}: phone calls against one in-process server")
@@ -1071,7 +1183,8 @@ async def run_all(server: Server, n: Sizes, quick: bool) -> None:
     print(
         f"server: ready in {server.started_in:.1f} s; processes {server.pids()}; SQLite store; "
         f"ASR {speech.asr} x{speech.asr_workers} worker(s); TTS pyttsx3/espeak-ng at "
-        f"{speech.tts_rate} wpm; default end_silence {speech.end_silence} s"
+        f"{speech.tts_rate} wpm; default end_silence {speech.end_silence} s, complete_silence "
+        f"{getattr(speech, 'complete_silence', '-')} s"
     )
     print(
         "caller: bench/sip_caller.py (pjsua2, another process on the same machine), PCMU only, "
@@ -1081,78 +1194,84 @@ async def run_all(server: Server, n: Sizes, quick: bool) -> None:
     sys.stdout.flush()
 
     # 1. first audio: the very first call (nothing rendered yet), then prerender, then cached.
-    cold = await run_caller(
-        server, {"scenario": "first_audio", "number": "7001", "calls": 1, "label": "cold"}
-    )
-    seconds, summary = await prerender(server)
+    first_cases: list[tuple[str, FirstAudio]] = []
+    if "first" in sections:
+        cold = await run_caller(
+            server, {"scenario": "first_audio", "number": "7001", "calls": 1, "label": "cold"}
+        )
+    seconds, summary = await prerender(server)  # the other sections measure cached prompts
     print(f"prerender (`ivr prompts render`, own process): {seconds:.1f} s: {summary}")
-    cached = await run_caller(
-        server, {"scenario": "first_audio", "number": "7001", "calls": n.first, "label": "cached"}
-    )
-    dynamic = await run_caller(
-        server,
-        {"scenario": "first_audio", "number": "7002", "calls": n.dynamic, "label": "dynamic"},
-    )
-    first_cases = [
-        ("first call after start, prompt not cached", first_audio_figures(cold.legs, audio_of)),
-        ("cached prompt (baseline)", first_audio_figures(cached.legs, audio_of)),
-        (
-            "prompt with a template, TTS during the call",
-            first_audio_figures(dynamic.legs, audio_of),
-        ),
-    ]
-    print_first_audio(first_cases)
-    print(phase)
-    sys.stdout.flush()
+    if "first" in sections:
+        plan = {"scenario": "first_audio", "number": "7001", "calls": n.first, "label": "cached"}
+        cached = await run_caller(server, plan)
+        dynamic = await run_caller(
+            server,
+            {"scenario": "first_audio", "number": "7002", "calls": n.dynamic, "label": "dynamic"},
+        )
+        first_cases = [
+            ("first call after start, prompt not cached", first_audio_figures(cold.legs, audio_of)),
+            ("cached prompt (baseline)", first_audio_figures(cached.legs, audio_of)),
+            (
+                "prompt with a template, TTS during the call",
+                first_audio_figures(dynamic.legs, audio_of),
+            ),
+        ]
+        print_first_audio(first_cases)
+        print(phase)
+        sys.stdout.flush()
 
     # 2. turns.
     reply = server.prompt("bench_ok")
-    turn_cases = []
-    for number, end_silence in n.end_silences:
-        plan = {"scenario": "turns", "number": number, "turns": n.turns + 1, "say": "yes"}
-        run = await run_caller(server, {**plan, "label": f"turns-{number}"})
-        note = " (baseline)" if not turn_cases else ""
-        turn_cases.append((f"end_silence {end_silence} s{note}", turn_figures(run.legs, reply)))
-    print_turns(turn_cases, reply)
-    print(phase)
-    sys.stdout.flush()
+    turn_cases: list[tuple[str, Turns]] = []
+    if "turns" in sections:
+        for number, what in n.turn_cases:
+            if not (Path(server.settings.flows.dialogs) / f"{FLOW_OF[number]}.yaml").exists():
+                continue  # a server from before complete_silence
+            plan = {"scenario": "turns", "number": number, "turns": n.turns + 1, "say": "yes"}
+            run = await run_caller(server, {**plan, "label": f"turns-{number}"})
+            note = " (baseline)" if not turn_cases else ""
+            turn_cases.append((f"{what}{note}", turn_figures(run.legs, reply)))
+        print_turns(turn_cases, reply)
+        print(phase)
+        sys.stdout.flush()
 
     # 3. barge-in.
-    barge_cases = []
-    for mode, number, prompt_id in (
-        ("speech", "7020", "bench_long"),
-        ("dtmf", "7030", "bench_menu"),
-    ):
-        plan = {"scenario": "barge", "number": number, "tries": n.barge, "mode": mode}
-        if quick:  # cut earlier into the prompt, at less varied points
-            plan.update(min_delay=1.0, spread=0.5)
-        run = await run_caller(server, {**plan, "say": "yes", "label": f"barge-{mode}"})
-        what = 'speech ("yes") (baseline)' if mode == "speech" else "DTMF key (RFC 4733)"
-        barge_cases.append((what, barge_figures(run.legs, server.prompt(prompt_id))))
-    print_barge(barge_cases)
-    print(phase)
-    sys.stdout.flush()
+    if "barge" in sections:
+        barge_cases = []
+        for mode, number, prompt_id in (
+            ("speech", "7020", "bench_long"),
+            ("dtmf", "7030", "bench_menu"),
+        ):
+            plan = {"scenario": "barge", "number": number, "tries": n.barge, "mode": mode}
+            if quick:  # cut earlier into the prompt, at less varied points
+                plan.update(min_delay=1.0, spread=0.5)
+            run = await run_caller(server, {**plan, "say": "yes", "label": f"barge-{mode}"})
+            what = 'speech ("yes") (baseline)' if mode == "speech" else "DTMF key (RFC 4733)"
+            barge_cases.append((what, barge_figures(run.legs, server.prompt(prompt_id))))
+        print_barge(barge_cases)
+        print(phase)
+        sys.stdout.flush()
 
     # 4. CPU and memory.
-    pids = server.pids()
-    idle = Load("idle", 0, n.window, await measure_cpu(pids, n.window), {})
-    idle.memory = {name: memory_mb(pid) for name, pid in pids.items()}
-    levels = [
-        await load_level(server, "1 call dtmf", "7031", "dtmf", 1, n.window),
-        await load_level(server, "4 calls dtmf", "7031", "dtmf", 4, n.window),
-    ]
-    if n.speech_load:
-        levels += [
-            await load_level(server, "1 call speech", "7010", "speech", 1, n.window),
-            await load_level(server, "4 calls speech", "7010", "speech", 4, n.window),
+    if "load" in sections:
+        pids = server.pids()
+        idle = Load("idle", 0, n.window, await measure_cpu(pids, n.window), {})
+        idle.memory = {name: memory_mb(pid) for name, pid in pids.items()}
+        levels = [
+            await load_level(server, "1 call dtmf", "7031", "dtmf", 1, n.window),
+            await load_level(server, "4 calls dtmf", "7031", "dtmf", 4, n.window),
         ]
-    print_load(idle, levels)
-    print(phase)
+        if n.speech_load:
+            levels += [
+                await load_level(server, "1 call speech", "7010", "speech", 1, n.window),
+                await load_level(server, "4 calls speech", "7010", "speech", 4, n.window),
+            ]
+        print_load(idle, levels)
+        print(phase)
 
     print_integrity(
         [
-            ("first prompts (cached)", first_cases[1][1].checks),
-            ("first prompts (template)", first_cases[2][1].checks),
+            *[(f"first prompts ({name})", fig.checks) for name, fig in first_cases[1:]],
             *[(f"replies, {name}", fig.checks) for name, fig in turn_cases],
         ]
     )
@@ -1176,5 +1295,14 @@ async def run_all(server: Server, n: Sizes, quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (under a minute)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma list of {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--samples", type=int, help="answers per turn case and barge-ins per mode")
     args = parser.parse_args()
-    asyncio.run(main(args.quick))
+    chosen = {s.strip() for s in args.sections.split(",") if s.strip()}
+    if not chosen <= set(SECTIONS):
+        parser.error(f"unknown section(s) {', '.join(sorted(chosen - set(SECTIONS)))}")
+    asyncio.run(main(args.quick, chosen, args.samples))

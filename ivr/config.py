@@ -95,6 +95,9 @@ class SipSettings:
     media_workers: int = 1  # processes of 4 calls each; more than 1 puts Kamailio in front
     worker_base_port: int = 0  # >1 worker: their own SIP ports start here (0: port + 10)
     max_call_seconds: int = 3600  # calls are cut after this (a lost BYE must not hold a slot)
+    # No RTP (nor RTCP) from a caller for this many seconds: hang up (a dead phone, a lost NAT
+    # binding, a lost BYE). Calls on hold are exempt. 0: never (Asterisk's rtptimeout).
+    rtp_timeout: float = 30.0
     # Flows list the numbers they answer (`numbers:` in the flow file); a call to any other
     # number goes to this flow (empty: such calls are refused with 404).
     default_flow: str = "bank"
@@ -115,6 +118,9 @@ class SpeechSettings:
     asr: str = "en=pocketsphinx"  # language=engine: pocketsphinx, or vosk:<model dir|package>
     asr_workers: int = 1  # speech recognition processes (PocketSphinx: ~40 grammar streams each)
     end_silence: float = 0.3  # seconds of trailing silence that end an utterance (per step too)
+    # ...and once the answer so far is a whole phrase of a closed grammar that no longer phrase
+    # continues ("yes" to a yes/no question, a menu label): VoiceXML's completetimeout.
+    complete_silence: float = 0.15
     tts_voices: str = ""  # language=espeak-ng voice, e.g. "en=en-us, ko=ko" (default: language)
     tts_rate: int = 170  # words per minute
     cache_dir: str = "data/prompt-cache"  # rendered prompts, keyed by text, language and voice
@@ -340,6 +346,12 @@ def _check_sip(sip: SipSettings, where: Callable[[str, str], str]) -> None:
         raise ConfigError(
             f"{where('sip', 'transports')}: tls needs tls_certificate and tls_private_key"
         )
+    if "tls" in transports and "tcp" in transports and sip.tls_port == sip.port:
+        # Both would listen on the same TCP port: the media worker could not start.
+        raise ConfigError(
+            f"{where('sip', 'tls_port')}: {sip.tls_port} is also [sip] port, where tcp listens; "
+            "tls needs a port of its own (usually 5061)"
+        )
     try:
         port_range(sip.rtp_ports)
     except ValueError as exc:
@@ -361,6 +373,8 @@ def _check_sip(sip: SipSettings, where: Callable[[str, str], str]) -> None:
         check_workers_behind_kamailio(sip, where)
     if sip.registrar and not sip.registrar.startswith(("sip:", "sips:")):
         raise ConfigError(f"{where('sip', 'registrar')}: expected a sip: URI")
+    if not 0 <= sip.rtp_timeout <= 86400:
+        raise ConfigError(f"{where('sip', 'rtp_timeout')}: expected 0 (never) to 86400 seconds")
 
 
 def check_workers_behind_kamailio(
@@ -421,3 +435,5 @@ def _check_speech(speech: SpeechSettings, where: Callable[[str, str], str]) -> N
         raise ConfigError(f"{where('speech', 'asr_workers')}: expected 1 to 32")
     if not 0.05 <= speech.end_silence <= 5:
         raise ConfigError(f"{where('speech', 'end_silence')}: expected 0.05 to 5 seconds")
+    if not 0.05 <= speech.complete_silence <= 5:
+        raise ConfigError(f"{where('speech', 'complete_silence')}: expected 0.05 to 5 seconds")

@@ -1,8 +1,9 @@
 """Listening on a call, frame by frame: barge-in, DTMF rules, end of utterance, timers.
 
-The listener is pure logic (time is passed in), so these tests drive it with synthetic frames
-and check what the caller would notice: when the prompt stops, when an answer is taken, what it
-is.
+The listener is pure logic (time is passed in), so these tests drive it with frames and check
+what the caller would notice: when the prompt stops, when an answer is taken, what it is. The
+speech-detection cases use real audio through the worker's own VAD (WebRTC's, from pocketsphinx):
+flite speech, as it arrives over G.711 too, and line noise, clicks and a cough-like burst.
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from collections import deque
 
 import numpy as np
 import pytest
+import soxr
+from pocketsphinx import Vad
 
 from ivr.media.audio import FRAME_BYTES, split_frames
 from ivr.media.call import refer_to
-from ivr.media.listening import Answer, Listener, ListenSpec, frame_is_voiced, rms
+from ivr.media.listening import Answer, Ear, Listener, ListenSpec, frame_is_voiced, rms
 from ivr.media.playback import LEAD_FRAMES, Playback
 from ivr.media.worker import parse_invite
+from tests.speech_audio import flite, needs_flite
 
 FRAME = 0.02
-LOUD = (np.sin(np.arange(320) / 3.0) * 8000).astype("<i2").tobytes()
+LOUD = (np.sin(np.arange(320) / 3.0) * 8000).astype("<i2").tobytes()  # a vowel-like tone
 QUIET = bytes(FRAME_BYTES)
+RATE = 16000
 
 
 class Recorder:
@@ -30,15 +35,23 @@ class Recorder:
         self.log: list[str] = []
         self.answers: list[Answer] = []
         self.fed = 0
+        self.sent: list[bytes] = []  # what went to the recogniser after the preroll
 
     def barge_in(self) -> None:
         self.log.append("barge")
+
+    def hold_prompt(self) -> None:
+        self.log.append("hold")
+
+    def resume_prompt(self) -> None:
+        self.log.append("resume")
 
     def start_utterance(self, preroll: list[bytes]) -> None:
         self.log.append(f"start:{len(preroll)}")
 
     def feed_utterance(self, frame: bytes) -> None:
         self.fed += 1
+        self.sent.append(frame)
 
     def end_utterance(self) -> None:
         self.log.append("end")
@@ -59,15 +72,17 @@ def run_frames(listener: Listener, frames: list[tuple[bytes, bool]], start: floa
     return now
 
 
-def test_speech_barges_in_after_three_voiced_frames_and_ends_after_the_trailing_silence() -> None:
+def test_speech_barges_in_after_two_voiced_frames_and_ends_after_the_trailing_silence() -> None:
     calls = Recorder()
     listener = Listener(ListenSpec(end_silence=0.3), calls, now=0.0)
     now = run_frames(listener, [(QUIET, False)] * 5, 0.0)
     assert calls.log == []
-    now = run_frames(listener, [(LOUD, True)] * 3, now)
-    assert calls.log[:2] == ["barge", "start:8"]  # 60 ms of speech: the prompt stops,
-    # and the recogniser gets the audio before the decision too (5 quiet + 3 voiced frames)
-    now = run_frames(listener, [(LOUD, True)] * 20 + [(QUIET, False)] * 14, now)
+    now = run_frames(listener, [(LOUD, True)], now)
+    assert calls.log == ["hold"]  # 20 ms of a voice: the prompt falls silent,
+    now = run_frames(listener, [(LOUD, True)], now)
+    assert calls.log[1:3] == ["barge", "start:7"]  # 40 ms: it is cut, and the recogniser
+    # gets the audio before the decision too (5 quiet + 2 voiced frames)
+    now = run_frames(listener, [(LOUD, True)] * 21 + [(QUIET, False)] * 14, now)
     assert "end" not in calls.log  # 280 ms of silence: still the same utterance
     run_frames(listener, [(QUIET, False)], now)
     assert calls.log[-1] == "end"
@@ -75,11 +90,191 @@ def test_speech_barges_in_after_three_voiced_frames_and_ends_after_the_trailing_
     assert calls.answers == [Answer("speech", text="check my balance", confidence=0.9)]
 
 
-def test_a_single_noisy_frame_does_not_barge_in() -> None:
+def test_a_single_voiced_frame_only_pauses_the_prompt_which_then_plays_on() -> None:
     calls = Recorder()
     listener = Listener(ListenSpec(), calls, now=0.0)
-    run_frames(listener, [(LOUD, True), (QUIET, False), (LOUD, True), (QUIET, False)] * 3, 0.0)
-    assert calls.log == []
+    pattern = [(LOUD, True), (QUIET, False), (QUIET, False)]
+    run_frames(listener, pattern * 5, 0.0)
+    assert calls.log == ["hold", "resume"] * 5  # 40-60 ms of silence each time, no cut
+
+
+def test_a_prompt_held_for_speech_plays_on_from_the_frame_it_stopped_at() -> None:
+    outgoing: deque[bytes] = deque()
+    playback = Playback(outgoing)
+    frames = [bytes([n]) * FRAME_BYTES for n in range(10)]
+    playback.enqueue(frames, barge_in=True)
+    playback.feed()
+    heard = [outgoing.popleft()]  # the clock thread took frame 0
+    assert playback.hold()
+    playback.feed()
+    assert not outgoing and playback.playing  # silent, and still playing
+    playback.resume()
+    while playback.playing:
+        heard.append(outgoing.popleft())
+        playback.feed()
+    assert heard == frames  # nothing lost, nothing repeated
+
+
+def telephone(pcm: bytes) -> bytes:
+    """`pcm` as it arrives over a G.711 call: the 8 kHz band, mu-law quantised (8 bits)."""
+    samples = soxr.resample(np.frombuffer(pcm, "<i2").astype(np.float32), RATE, 8000) / 32768
+    mu = 255.0
+    coded = np.round(np.sign(samples) * np.log1p(mu * np.abs(samples)) / np.log1p(mu) * 127)
+    decoded = np.sign(coded) * np.expm1(np.abs(coded) / 127 * np.log1p(mu)) / mu * 32768
+    wide = soxr.resample(decoded.astype(np.float32), 8000, RATE)
+    return np.clip(np.rint(wide), -32768, 32767).astype("<i2").tobytes()
+
+
+def noise(seconds: float, level: float, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, level, int(seconds * RATE))
+
+
+def pcm(*parts: np.ndarray | bytes) -> bytes:
+    joined = np.concatenate(
+        [np.frombuffer(p, "<i2").astype(np.float64) if isinstance(p, bytes) else p for p in parts]
+    )
+    return np.clip(np.rint(joined), -32768, 32767).astype("<i2").tobytes()
+
+
+class Line:
+    """A call's received audio through the media worker's own hearing (`Ear`: the line's
+    background level and a WebRTC VAD) into a listener, frame by frame."""
+
+    def __init__(self, spec: ListenSpec | None = None) -> None:
+        self.calls = Recorder()
+        self.listener = Listener(spec or ListenSpec(), self.calls, now=0.0)
+        self.ear = Ear(Vad(Vad.LOOSE, RATE, FRAME))
+        self.frames = 0
+        self.barged_at: int | None = None  # the frame at which the prompt was cut
+        self.silenced_at: int | None = None  # ...or held, if that came first
+
+    @property
+    def now(self) -> float:
+        return self.frames * FRAME
+
+    def hear(self, audio: bytes) -> None:
+        for frame in split_frames(audio):
+            self.ear.hear(self.listener, frame, rms(frame), self.now)
+            if self.barged_at is None and "barge" in self.calls.log:
+                self.barged_at = self.frames
+            if self.silenced_at is None and {"hold", "barge"} & set(self.calls.log):
+                self.silenced_at = self.frames
+            self.frames += 1
+
+    @property
+    def said(self) -> list[str]:
+        """What the listener asked of the call, holds and resumes aside."""
+        return [entry for entry in self.calls.log if entry not in ("hold", "resume")]
+
+
+def first_loud(audio: bytes) -> int:
+    return next(i for i, f in enumerate(split_frames(audio)) if rms(f) >= 400)
+
+
+@needs_flite
+@pytest.mark.parametrize("word", ["yes", "no", "operator", "hello"])
+@pytest.mark.parametrize("line", ["wideband", "telephone"])
+def test_a_caller_who_starts_speaking_silences_the_prompt_at_once_and_cuts_it_next_frame(
+    word: str, line: str
+) -> None:
+    audio = flite(word) if line == "wideband" else telephone(flite(word))
+    heard = Line()
+    heard.hear(audio)
+    assert heard.silenced_at is not None and heard.barged_at is not None
+    # Within the first syllable's first 20 ms over the phone (G.711); wideband onsets of
+    # "operator" and "hello" sound less voiced at first: silenced and cut 20 ms later.
+    assert heard.silenced_at <= first_loud(audio) + (line == "wideband")
+    assert heard.barged_at <= first_loud(audio) + 1
+    assert "resume" not in heard.calls.log
+    assert heard.said[:3] == ["barge", "start:15", "end"]  # 300 ms of audio before it too
+
+
+@needs_flite
+def test_a_word_that_opens_with_a_hiss_cuts_the_prompt_at_its_vowel() -> None:
+    audio = telephone(flite("check my balance"))
+    heard = Line()
+    heard.hear(audio)
+    assert heard.barged_at is not None
+    assert heard.barged_at <= first_loud(audio) + 5  # "ch" is not voiced; the "e" is
+    assert heard.said[1] == "start:15"  # the recogniser still gets "ch" (300 ms before)
+
+
+@needs_flite
+def test_steady_line_noise_never_barges_in_and_speech_over_it_still_does() -> None:
+    hiss = noise(6.0, 800.0)  # about -32 dBFS: a bad line, far above the fixed floor
+    heard = Line()
+    heard.hear(pcm(hiss[: 3 * RATE]))
+    assert heard.calls.log == []
+    clean = telephone(flite("yes"))
+    answer = np.frombuffer(clean, "<i2").astype(np.float64)
+    heard.hear(pcm(answer + hiss[3 * RATE : 3 * RATE + answer.size]))
+    assert heard.barged_at is not None
+    assert heard.barged_at <= 3 * 50 + first_loud(clean) + 2
+
+
+def test_clicks_never_barge_in() -> None:
+    line = np.zeros(2 * RATE)
+    for at in (3000, 9955, 16315, 22000, 28790):  # in frames and across their boundaries
+        line[at : at + 32] = 20000 * np.hanning(32)
+    heard = Line()
+    heard.hear(pcm(line))
+    assert heard.calls.log == []
+
+
+def test_a_cough_never_barges_in() -> None:
+    # A cough is a burst of noise: sudden, loud, fading in a few hundred ms, and not voiced.
+    length = int(0.3 * RATE)
+    burst = noise(0.3, 8000.0) * np.exp(-np.arange(length) / (length / 3))
+    heard = Line()
+    heard.hear(pcm(np.zeros(RATE // 2), burst, np.zeros(RATE)))
+    assert heard.calls.log == []
+
+
+def answer_then_silence(
+    spec: ListenSpec, partial: str, quiet: int
+) -> tuple[Listener, Recorder, float]:
+    """Speech, the recogniser's partial text while it lasts, then `quiet` silent frames."""
+    calls = Recorder()
+    listener = Listener(spec, calls, now=0.0)
+    now = run_frames(listener, [(LOUD, True)] * 10, 0.0)
+    listener.partial(partial, now)
+    now = run_frames(listener, [(QUIET, False)] * quiet, now)
+    return listener, calls, now
+
+
+def test_a_complete_answer_of_a_closed_list_is_taken_after_a_short_pause() -> None:
+    spec = ListenSpec(grammar=("yes", "no"), end_silence=0.3, complete_silence=0.15)
+    _, calls, _ = answer_then_silence(spec, "yes", 7)
+    assert "end" not in calls.log  # 140 ms: the caller may still be going on
+    _, calls, _ = answer_then_silence(spec, "yes", 8)
+    assert calls.log[-1] == "end"  # 160 ms after "yes", not 300
+
+
+@pytest.mark.parametrize(
+    ("grammar", "partial"),
+    [
+        (("no", "no thanks"), "no"),  # "no" may become "no thanks"
+        (None, "yes"),  # free speech: anything may follow
+        (("<digits>",), "one two"),  # a number is never known to be complete
+        (("yes", "no"), "ye"),  # not a phrase (yet)
+    ],
+)
+def test_an_answer_that_may_go_on_waits_the_full_trailing_silence(
+    grammar: tuple[str, ...] | None, partial: str
+) -> None:
+    spec = ListenSpec(grammar=grammar, end_silence=0.3, complete_silence=0.15)
+    _, calls, _ = answer_then_silence(spec, partial, 14)
+    assert "end" not in calls.log
+    _, calls, _ = answer_then_silence(spec, partial, 15)
+    assert calls.log[-1] == "end"
+
+
+def test_a_late_partial_that_completes_the_answer_ends_it_at_once() -> None:
+    spec = ListenSpec(grammar=("yes", "no"), end_silence=0.3, complete_silence=0.15)
+    listener, calls, now = answer_then_silence(spec, "", 10)
+    assert "end" not in calls.log
+    listener.partial("Yes", now)  # the recogniser caught up with the audio
+    assert calls.log[-1] == "end"
 
 
 def test_without_barge_in_nothing_is_taken_until_the_prompt_is_over() -> None:
@@ -109,6 +304,20 @@ def test_keys_end_at_the_terminator_the_length_or_the_inter_digit_timeout() -> N
         assert calls.answers == [] or calls.answers[0].digits == expected
         listener.tick(10.0)
         assert calls.answers == [Answer("dtmf", digits=expected)]
+
+
+def test_the_recogniser_hears_pauses_inside_an_answer_but_not_all_the_silence_after_it() -> None:
+    calls = Recorder()
+    listener = Listener(ListenSpec(end_silence=0.3), calls, now=0.0)
+    word = [(LOUD, True)] * 10
+    pause = [(bytes([1]) * FRAME_BYTES, False)] * 12  # 240 ms: not the end of the answer
+    tail = [(bytes([2]) * FRAME_BYTES, False)] * 15  # 300 ms: the end
+    run_frames(listener, word + pause + word + tail, 0.0)
+    assert calls.log[-1] == "end"
+    sent = calls.sent
+    assert sent.count(pause[0][0]) == 12  # all of the pause, in its place
+    assert sent.index(pause[0][0]) == 8 and sent[8 + 12 : 8 + 12 + 10] == [LOUD] * 10
+    assert sent.count(tail[0][0]) == 8  # 160 ms of the trailing silence, not 300
 
 
 def test_a_key_during_speech_cancels_the_utterance() -> None:

@@ -36,6 +36,7 @@ class InputSpec:
     modes: frozenset[str] = frozenset({"speech", "dtmf"})
     timeout: float = 5.0  # voice: seconds of silence that count as no input
     end_silence: float | None = None  # voice: trailing silence ending an utterance
+    complete_silence: float | None = None  # ...once it is a whole answer of a closed grammar
     max_digits: int | None = None  # DTMF entry completes at this many digits...
     terminator: str | None = "#"  # ...or at this key
     hints: tuple[str, ...] = ()  # phrases the answer is likely to be (ASR grammars)

@@ -99,6 +99,7 @@ def listening_spec(listening: m.Listening, **own: Any) -> InputSpec:
         modes=frozenset(listening.input),
         timeout=listening.timeout,
         end_silence=listening.end_silence,
+        complete_silence=listening.complete_silence,
         **own,
     )
 

@@ -49,6 +49,13 @@ class Listening(Strict):
     end_silence: float | None = Field(
         None, gt=0, le=5, description="Voice: seconds of trailing silence ending an utterance"
     )
+    complete_silence: float | None = Field(
+        None,
+        gt=0,
+        le=5,
+        description="Voice: the same once the answer is a whole phrase of the expected ones "
+        "that no longer one begins with (e.g. 'yes' to a yes/no question)",
+    )
 
 
 class AskAction(Listening):

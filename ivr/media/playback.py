@@ -2,7 +2,9 @@
 
 The loop keeps a small lead of frames in the port's outgoing buffer (the clock thread takes one
 every 20 ms); a barge-in drops the buffered frames and the bargeable prompts at the head of the
-queue at once, so the caller hears the prompt stop within one loop tick.
+queue at once, so the caller hears the prompt stop at the bridge's next tick. A hold takes the
+buffered frames back instead (the caller may be starting to speak): the prompt falls silent
+just as fast, and a resume plays on from the very frame it stopped at.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Playback:
     # How many frames in `outgoing` belong to a bargeable item (a non-bargeable one never has
     # its frames dropped): track by the item currently feeding.
     _feeding: PromptItem | None = None
+    held: list[bytes] | None = None  # frames taken back from `outgoing` by `hold`
 
     def enqueue(self, frames: list[bytes], barge_in: bool) -> None:
         if frames:
@@ -38,6 +41,8 @@ class Playback:
 
     def feed(self) -> None:
         """Top up the outgoing buffer (called every loop tick)."""
+        if self.held is not None:
+            return
         while len(self.outgoing) < LEAD_FRAMES and self.items:
             item = self.items[0]
             self._feeding = item
@@ -48,11 +53,13 @@ class Playback:
 
     @property
     def playing(self) -> bool:
-        return bool(self.items) or bool(self.outgoing)
+        return bool(self.items) or bool(self.outgoing) or self.held is not None
 
     @property
     def bargeable_now(self) -> bool:
         """Is what the caller hears now allowed to be cut?"""
+        if self.held is not None:
+            return True  # only bargeable prompts are held
         if self.outgoing and self._feeding is not None:
             return self._feeding.barge_in
         return bool(self.items) and self.items[0].barge_in
@@ -62,12 +69,34 @@ class Playback:
         if not self.playing or not self.bargeable_now:
             return False
         self.outgoing.clear()
+        self.held = None
         while self.items and self.items[0].barge_in:
             self.items.popleft()
         self._feeding = None
         return True
 
+    def hold(self) -> bool:
+        """Silence a bargeable prompt at once, keeping its place; True if one was held."""
+        if self.held is not None or not self.playing or not self.bargeable_now:
+            return False
+        held: list[bytes] = []
+        while True:  # the clock thread may take one meanwhile: that one is simply heard
+            try:
+                held.append(self.outgoing.popleft())
+            except IndexError:
+                break
+        self.held = held
+        return True
+
+    def resume(self) -> None:
+        """Play on from the frame `hold` stopped at."""
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.outgoing.extend(held)  # empty meanwhile: nothing feeds it while held
+            self.feed()
+
     def stop(self) -> None:
         self.outgoing.clear()
         self.items.clear()
+        self.held = None
         self._feeding = None

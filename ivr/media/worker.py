@@ -8,7 +8,8 @@ It connects to the control plane's socket, says hello, and then reports calls (`
 away it hangs up and exits, and the supervisor starts a fresh one.
 
 One asyncio loop owns every call; a 20 ms ticker moves audio between the calls' ports and their
-listeners and players.
+listeners and players (the clock thread also wakes it when a barge-in or the end of an answer
+may be due, see ivr.media.call), and once a second looks at each call's RTP counters.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -40,7 +42,7 @@ from ivr.media.endpoint import (
     shutdown_and_exit,
     start_endpoint,
 )
-from ivr.media.listening import ListenSpec
+from ivr.media.listening import Ear, ListenSpec
 from ivr.workers.ipc import Link, ProtocolError
 
 log = logging.getLogger("ivr.media")
@@ -51,6 +53,7 @@ STALE_INVITE_SECONDS = 1.5
 # Silence played before a hang-up or transfer: the last frames of a prompt are still on their
 # way (jitter buffers), and some synthesised prompts end without any silence of their own.
 TAIL = [SILENCE] * 10  # Kamailio gave up on us by now and tried another worker
+RTP_CHECK_EVERY = 1.0  # seconds between two looks at a call's RTP counters (at most)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class WorkerOptions:
     endpoint: EndpointOptions = field(default_factory=EndpointOptions)
     asr_sockets: tuple[str, ...] = ()
     max_call_seconds: float = 3600.0  # a lost BYE must not hold one of our 4 slots forever
+    rtp_timeout: float = 30.0  # no RTP from the caller this long: hang up (0: never)
     dtmf_methods: tuple[str, ...] = ("rfc4733", "info")  # key presses taken from these
     registrar: str = ""  # sip:pbx.example.com: register there (digest auth below)
     username: str = ""
@@ -131,6 +135,10 @@ class MediaWorker:
     # ---------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
+        from pocketsphinx import Vad  # WebRTC's VAD: C, ~2 µs a frame, no model to load
+
+        # One per call (before the first call can arrive): the VAD adapts to the line it hears.
+        self.new_vad = functools.partial(Vad, Vad.LOOSE, 16000, FRAME_MS / 1000)
         self.loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
@@ -145,9 +153,6 @@ class MediaWorker:
                 "max_calls": self.options.endpoint.max_calls,
             }
         )
-        from pocketsphinx import Vad  # WebRTC's VAD: C, ~2 µs a frame, no model to load
-
-        self.vad = Vad(Vad.LOOSE, 16000, FRAME_MS / 1000)
         ticker = asyncio.create_task(self._ticker())
         commands = asyncio.create_task(self._commands())
         stop = asyncio.create_task(self.stopping.wait())
@@ -228,9 +233,11 @@ class MediaWorker:
             leg.hangup(int(message.get("code", 480)), str(message.get("reason", "")))
         elif op == "play":
             leg.playback.enqueue(self._frames(message), bool(message.get("barge_in", False)))
+            leg.playback.feed()  # into the port now, not at the next tick: up to 20 ms sooner
         elif op == "collect":
             spec = ListenSpec.from_message(message.get("spec", {}))
             leg.playback.enqueue(self._frames(message), spec.barge_in)
+            leg.playback.feed()
             leg.listen(int(message["request"]), spec)
         elif op == "stop":
             leg.stop()
@@ -276,7 +283,8 @@ class MediaWorker:
         call = self.pending.pop(key, None)
         if call is None:
             return
-        leg = CallLeg(key, call, self)
+        leg = CallLeg(key, call, self, ear=Ear(self.new_vad()))
+        leg.wake = functools.partial(self._post_wake, key)
         self.legs[key] = leg
         try:
             details = parse_invite(message)
@@ -299,9 +307,15 @@ class MediaWorker:
             leg.answered = True
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             try:
-                self.emit(
-                    {"event": "ended", "call": key, "code": code, "reason": reason or "hung up"}
-                )
+                event: dict[str, Any] = {
+                    "event": "ended",
+                    "call": key,
+                    "code": code,
+                    "reason": leg.end_reason or reason or "hung up",
+                }
+                if leg.jitter_ms is not None:  # the server's jitter buffer delay, for the bench
+                    event["jitter_ms"] = leg.jitter_ms
+                self.emit(event)
             finally:  # whatever happens, the Call goes now (its slot is reused within seconds)
                 self._release(key)
 
@@ -309,7 +323,7 @@ class MediaWorker:
         leg = self.legs.get(key)
         if leg is not None and not leg.ended:
             try:
-                leg.connect_audio()
+                leg.connect_audio(self.loop.time())
             except pj.Error as exc:
                 log.error("call %s: cannot connect audio: %s", key, exc.info())
 
@@ -350,9 +364,25 @@ class MediaWorker:
 
     # ---------------------------------------------------------------- audio
 
+    def _post_wake(self, key: str) -> None:
+        """From the clock thread: run the call's tick now (see AudioPort's hints)."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the worker is stopping
+            self.loop.call_soon_threadsafe(self._wake, key)
+
+    def _wake(self, key: str) -> None:
+        leg = self.legs.get(key)
+        if leg is not None and not leg.ended:
+            try:
+                leg.tick(self.loop.time())
+            except Exception:
+                log.exception("call %s: tick failed", key)
+
     async def _ticker(self) -> None:
         period = FRAME_MS / 1000
         next_at = self.loop.time()
+        rtp_timeout = self.options.rtp_timeout
+        # Often enough that a 2 s timeout is not a 3 s one; never more than once a second.
+        rtp_every = min(RTP_CHECK_EVERY, rtp_timeout / 4) if rtp_timeout else RTP_CHECK_EVERY
         while True:
             next_at += period
             now = self.loop.time()
@@ -360,13 +390,16 @@ class MediaWorker:
                 if leg.ended:
                     continue
                 try:
-                    leg.tick(now, self.vad)
+                    leg.tick(now)
+                    if now >= leg.rtp_check_at:
+                        leg.rtp_check_at = now + rtp_every
+                        leg.watch_rtp(now, rtp_timeout)
                 except Exception:
                     log.exception("call %s: tick failed", leg.key)
                 too_long = now - leg.started_at > self.options.max_call_seconds
                 if leg.answered and too_long and not leg.hanging_up:
                     log.warning("call %s: longer than the maximum, hanging up", leg.key)
-                    leg.hangup()
+                    leg.hangup(because="longer than the maximum call length")
             delay = next_at - self.loop.time()
             if delay < -0.2:  # the loop was stalled: do not try to catch up in a burst
                 next_at = self.loop.time()

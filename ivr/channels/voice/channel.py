@@ -29,10 +29,17 @@ class VoiceChannel:
     name = "sip"
     medium = "voice"
 
-    def __init__(self, call: CallHandle, prompts: PromptAudio, end_silence: float = 0.3) -> None:
+    def __init__(
+        self,
+        call: CallHandle,
+        prompts: PromptAudio,
+        end_silence: float = 0.3,
+        complete_silence: float = 0.15,
+    ) -> None:
         self.call = call
         self.prompts = prompts
         self.end_silence = end_silence
+        self.complete_silence = complete_silence
         self.queued_seconds = 0.0  # prompt audio sent since the last answer (for hang-up waits)
 
     async def say(self, prompt: Prompt) -> None:
@@ -49,7 +56,7 @@ class VoiceChannel:
             "collect",
             request=request,
             files=files,
-            spec=listen_spec(prompt, spec, self.end_silence),
+            spec=listen_spec(prompt, spec, self.end_silence, self.complete_silence),
         )
         # Bounded: every prompt queued, the no-input time, and slack for a long utterance.
         limit = self.queued_seconds + seconds + spec.timeout + LISTEN_SLACK
@@ -124,7 +131,9 @@ class VoiceChannel:
                     return event
 
 
-def listen_spec(prompt: Prompt, spec: InputSpec, end_silence: float) -> dict[str, Any]:
+def listen_spec(
+    prompt: Prompt, spec: InputSpec, end_silence: float, complete_silence: float = 0.15
+) -> dict[str, Any]:
     """The media worker's listening spec for a flow's question."""
     return {
         "speech": "speech" in spec.modes,
@@ -132,6 +141,7 @@ def listen_spec(prompt: Prompt, spec: InputSpec, end_silence: float) -> dict[str
         "barge_in": prompt.barge_in,
         "timeout": spec.timeout,
         "end_silence": spec.end_silence or end_silence,
+        "complete_silence": spec.complete_silence or complete_silence,
         "max_digits": spec.max_digits,
         "terminator": spec.terminator,
         "language": prompt.language,

@@ -28,11 +28,13 @@ class PhoneService:
         conversations: ConversationService,
         prompts: PromptAudio,
         end_silence: float,
+        complete_silence: float = 0.15,
     ) -> None:
         self.sip = sip
         self.conversations = conversations
         self.prompts = prompts
         self.end_silence = end_silence
+        self.complete_silence = complete_silence
         self.active: set[CallHandle] = set()
 
     def flow_for(self, *numbers: str) -> str | None:
@@ -50,7 +52,7 @@ class PhoneService:
         if flow is None:
             call.send("reject", code=404, reason="Not Found")
             return
-        channel = VoiceChannel(call, self.prompts, self.end_silence)
+        channel = VoiceChannel(call, self.prompts, self.end_silence, self.complete_silence)
         contact = {"phone": str(details["from_user"])} if details.get("from_user") else {}
         try:
             live = await self.conversations.start(channel, flow, contact=contact)

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import shutil
 import socket
+import ssl
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,6 +66,7 @@ def check_sip_port_free(host: str, port: int, transports: set[str], key: str = "
     worker would otherwise fail in a restart loop with pjsip's terse error)."""
     kinds = [(socket.SOCK_DGRAM, "udp")] if "udp" in transports else []
     kinds += [(socket.SOCK_STREAM, "tcp")] if "tcp" in transports else []
+    kinds += [(socket.SOCK_STREAM, "tls")] if "tls" in transports else []  # TLS runs on TCP
     for kind, name in kinds:
         with socket.socket(socket.AF_INET, kind) as probe:
             try:
@@ -74,6 +76,58 @@ def check_sip_port_free(host: str, port: int, transports: set[str], key: str = "
                     f"[sip] cannot listen on {name} {host}:{port}: {exc.strerror or exc} "
                     f"(another SIP server? set [sip] {key} or IVR_SIP_{key.upper()})"
                 ) from None
+
+
+def check_tls_files(sip: SipSettings) -> None:
+    """Refuse to start with TLS files pjsip could not use, naming the setting. pjsip itself
+    reads them only when a caller connects, then fails that handshake (and every later one)
+    with nothing in the log a caller or an operator would connect to the setting."""
+    if "tls" not in sip_transports(sip):
+        return
+    texts: dict[str, str] = {}
+    for key in ("tls_certificate", "tls_private_key", "tls_ca"):
+        path = getattr(sip, key)
+        if not path and key == "tls_ca":
+            continue  # optional
+        if not path:
+            raise ConfigError(f"[sip] {key}: tls is among the transports and needs a PEM file")
+        try:
+            texts[key] = Path(path).read_text(encoding="ascii", errors="replace")
+        except OSError as exc:
+            raise ConfigError(f"[sip] {key}: {path}: {exc.strerror or exc}") from None
+    for key in ("tls_certificate", "tls_ca"):
+        if key in texts and "-----BEGIN CERTIFICATE-----" not in texts[key]:
+            raise ConfigError(f"[sip] {key}: {getattr(sip, key)}: no PEM certificate in it")
+        if key in texts:
+            try:  # every certificate in the file must parse, not only the first
+                ssl.create_default_context(cafile=getattr(sip, key))
+            except ssl.SSLError as exc:
+                raise ConfigError(
+                    f"[sip] {key}: {getattr(sip, key)}: not a valid certificate "
+                    f"({exc.reason or exc})"
+                ) from None
+    key_text = texts["tls_private_key"]
+    if "PRIVATE KEY-----" not in key_text:
+        raise ConfigError(f"[sip] tls_private_key: {sip.tls_private_key}: no PEM private key in it")
+    if "ENCRYPTED" in key_text:
+        raise ConfigError(
+            f"[sip] tls_private_key: {sip.tls_private_key}: the key is protected by a "
+            "passphrase; store it unencrypted (readable by this service only)"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A password callback, so that a key OpenSSL still thinks encrypted cannot prompt.
+        context.load_cert_chain(sip.tls_certificate, sip.tls_private_key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        why = (
+            "it does not match"
+            if "MISMATCH" in str(exc)
+            else f"unusable ({exc.reason or exc}) with"
+        )
+        raise ConfigError(
+            f"[sip] tls_private_key: {sip.tls_private_key}: {why} the certificate "
+            f"{sip.tls_certificate} ([sip] tls_certificate)"
+        ) from None
 
 
 def sip_transports(sip: SipSettings) -> set[str]:
@@ -168,7 +222,10 @@ async def phone_calls(
 ) -> AsyncIterator[PhoneService]:
     sip, speech = settings.sip, settings.speech
     fronted = sip.media_workers > 1  # Kamailio in front of the workers
-    check_sip_port_free(sip.host, sip.port, sip_transports(sip))
+    check_sip_port_free(sip.host, sip.port, sip_transports(sip) - {"tls"})
+    if "tls" in sip_transports(sip):
+        check_tls_files(sip)
+        check_sip_port_free(sip.host, sip.tls_port, {"tls"}, key="tls_port")
     kamailio_binary = ""
     if fronted:
         check_workers_behind_kamailio(sip)
@@ -234,7 +291,9 @@ async def phone_calls(
         prompts = PromptAudio(
             Path(settings.flows.prompts), Path(cache_dir), VoiceOf(voices, speech.tts_rate), tts
         )
-        phone = PhoneService(sip, conversations, prompts, speech.end_silence)
+        phone = PhoneService(
+            sip, conversations, prompts, speech.end_silence, speech.complete_silence
+        )
         async with MediaGateway(f"{run_dir}/media.sock", phone.on_incoming) as gateway:
             names = [f"media-{index + 1}" for index in range(sip.media_workers)]
             media: list[Child] = []
@@ -302,6 +361,7 @@ def worker_options(settings: Settings, index: int, asr_sockets: tuple[str, ...])
         else endpoint_options(settings),
         asr_sockets=asr_sockets,
         max_call_seconds=float(sip.max_call_seconds),
+        rtp_timeout=float(sip.rtp_timeout),
         dtmf_methods=tuple(m.strip().lower() for m in sip.dtmf.split(",") if m.strip()),
         registrar=sip.registrar,  # refused with several workers (see check_workers_...)
         username=sip.username,

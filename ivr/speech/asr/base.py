@@ -13,7 +13,10 @@ from typing import Protocol
 
 SAMPLE_RATE = 16000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
-PARTIAL_EVERY = 0.2  # seconds of audio between two looks at the partial hypothesis
+# Seconds of audio between two looks at the partial hypothesis (engines may look more often).
+# The media worker ends a closed-grammar answer 150 ms after it goes quiet if the partial is a
+# complete phrase by then, so partials must be fresher than that.
+PARTIAL_EVERY = 0.1
 
 
 class AsrError(Exception):
@@ -23,10 +26,12 @@ class AsrError(Exception):
 class Utterance(ABC):
     """One utterance being recognised. Not thread-safe: one caller at a time, in order.
 
-    `feed` returns a new partial text when it changed (looked at every PARTIAL_EVERY seconds of
-    *audio*, so the pace follows the caller and tests are deterministic), else None.
+    `feed` returns a new partial text when it changed (looked at every `partial_every` seconds
+    of *audio*, so the pace follows the caller and tests are deterministic), else None.
     `finish` returns (text, confidence 0..1) and gives the engine its resources back; `cancel`
     gives them back without a result. Both are idempotent."""
+
+    partial_every = PARTIAL_EVERY
 
     def __init__(self) -> None:
         self._carry = b""  # an odd trailing byte waits for its other half
@@ -48,7 +53,7 @@ class Utterance(ABC):
         self.audio_bytes += len(pcm)
         self._accept(pcm)
         self._since_partial += len(pcm)
-        if self._since_partial < PARTIAL_EVERY * BYTES_PER_SECOND:
+        if self._since_partial < self.partial_every * BYTES_PER_SECOND:
             return None
         self._since_partial = 0
         partial = self._current_partial()

@@ -225,6 +225,10 @@ class PocketSphinxEngine:
 
 
 class PocketSphinxUtterance(Utterance):
+    # The hypothesis costs 2 µs (grammar) to 7 µs (language model) to read, and is sent only
+    # when it changed: look every 40 ms, so the media worker knows "yes" was said ~40 ms after.
+    partial_every = 0.04
+
     def __init__(self, engine: PocketSphinxEngine, slot: _Decoder, grammar: bool) -> None:
         super().__init__()
         self.engine = engine

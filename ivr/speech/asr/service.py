@@ -5,7 +5,8 @@ Protocol (frames of ivr.workers.ipc; → client to worker, ← worker to client)
     → {"op":"recognize","language":"en","grammar":[...] | null}
     → audio frames (16 kHz mono s16le, any size)
     → {"op":"end"}
-    ← {"event":"partial","text":"..."}          zero or more, only when changed, >= 200 ms apart
+    ← {"event":"partial","text":"..."}          zero or more, only when changed, every 40-100 ms
+                                                of audio at most (per engine)
     ← {"event":"final","text":"...","confidence":0.87}
 
     → {"op":"cancel"}      abandons the current utterance (also one already ended):
