@@ -23,6 +23,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/validate_flows.py
 	$(BIN)/python bench/voice_calls.py
 	$(BIN)/python bench/speech_streams.py
+	$(BIN)/python bench/concurrent_calls.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check ivr tests bench

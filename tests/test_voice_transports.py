@@ -5,8 +5,8 @@
 keys through a short menu, and the tests check what the caller and the bank would notice: the
 transport the call took, the branch the flow followed, the stored conversation. A softphone that
 does not trust the server's CA must not get through; TLS files `ivr serve` cannot use stop it
-at start, naming the setting. `sips:` URIs are an expected failure until the media worker
-answers them with a sips: Contact.
+at start, naming the setting. A `sips:` URI reaches the flow too (the worker answers it with a
+sips: Contact).
 
 The CA and the server's certificate are made with the `openssl` command in tmp_path, for this
 run only.
@@ -176,13 +176,6 @@ async def test_a_call_over_tls_with_keys_as_sip_info_takes_the_menu_branch(
     assert bot_texts(conv)[-1] == ADDRESS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the media worker's account is sip:, so pjsua answers a sips: INVITE with a sip: "
-    "Contact and the caller ends the call (480 SIPS Required); the fix belongs in "
-    "ivr/media/worker.py: a sips: idUri when TLS is on",
-)
 async def test_a_sips_uri_reaches_the_flow(
     serve_app: ServeApp,
     flow_files: tuple[Path, Path],

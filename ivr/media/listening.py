@@ -423,8 +423,9 @@ class Listener:
 
 
 class Ear:
-    """One call's hearing: the line's background level (followed on every frame, a question
-    asked or not) and the call's own VAD, turning received frames into the listener's
+    """One call's hearing: the line's background level (followed on every frame received: the
+    call receives while a question may take speech, and the level carries over from one such
+    question to the next) and the call's own VAD, turning received frames into the listener's
     speech-like decisions."""
 
     def __init__(self, vad: object) -> None:

@@ -117,6 +117,7 @@ class MediaWorker:
         self.numbers = itertools.count(1)
         self.pending: dict[str, IvrCall] = {}  # created on pjsua2's thread, not yet seen
         self.legs: dict[str, CallLeg] = {}
+        self._has_calls = asyncio.Event()  # wakes the ticker when a call arrives
         self.prompts = PromptFiles()
         self.link: Link | None = None
         self.loop: asyncio.AbstractEventLoop
@@ -167,6 +168,10 @@ class MediaWorker:
         cfg = pj.AccountConfig()
         host = options.contact_host or f"{ep.public_address or ep.host}:{ep.udp_port or 5060}"
         cfg.idUri = f"sip:ivr@{host}"
+        if ep.tls_port is not None and not options.contact_host:
+            # pjsua answers a sips: call with a Contact of the account's scheme, and a sip:
+            # Contact ends it ("480 SIPS Required"); plain sip: calls still get a sip: one.
+            cfg.idUri = f"sips:ivr@{ep.public_address or ep.host}:{ep.tls_port}"
         cfg.mediaConfig.transportConfig = media_transport(ep)
         if options.contact_host:
             cfg.sipConfig.contactForced = f"<sip:ivr@{options.contact_host}>"
@@ -286,6 +291,7 @@ class MediaWorker:
         leg = CallLeg(key, call, self, ear=Ear(self.new_vad()))
         leg.wake = functools.partial(self._post_wake, key)
         self.legs[key] = leg
+        self._has_calls.set()
         try:
             details = parse_invite(message)
         except Exception:
@@ -384,6 +390,10 @@ class MediaWorker:
         # Often enough that a 2 s timeout is not a 3 s one; never more than once a second.
         rtp_every = min(RTP_CHECK_EVERY, rtp_timeout / 4) if rtp_timeout else RTP_CHECK_EVERY
         while True:
+            if not self.legs:  # no call, no tick: an idle worker sleeps (50 wake-ups a second)
+                self._has_calls.clear()
+                await self._has_calls.wait()
+                next_at = self.loop.time()
             next_at += period
             now = self.loop.time()
             for leg in list(self.legs.values()):
