@@ -98,6 +98,25 @@ def test_a_single_voiced_frame_only_pauses_the_prompt_which_then_plays_on() -> N
     assert calls.log == ["hold", "resume"] * 5  # 40-60 ms of silence each time, no cut
 
 
+def test_voiced_sound_that_never_becomes_speech_does_not_hold_the_prompt_for_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Music or a TV: every other frame sounds a little voiced, never enough to be speech. The
+    prompt is held at most 300 ms, then plays on and is not held again for a second."""
+    import ivr.media.listening as listening
+
+    between = (listening.HOLD_PERIODIC + listening.PERIODIC) / 2
+    monkeypatch.setattr(listening, "periodicity", lambda audio: between)
+    calls = Recorder()
+    listener = Listener(ListenSpec(), calls, now=0.0)
+    events: list[tuple[int, str]] = []
+    for index, frame in enumerate([(LOUD, True), (QUIET, False)] * 50):  # 2 s
+        before = len(calls.log)
+        run_frames(listener, [frame], index * FRAME)
+        events += [(index, what) for what in calls.log[before:]]
+    assert events == [(0, "hold"), (14, "resume"), (66, "hold"), (80, "resume")]
+
+
 def test_a_prompt_held_for_speech_plays_on_from_the_frame_it_stopped_at() -> None:
     outgoing: deque[bytes] = deque()
     playback = Playback(outgoing)

@@ -216,3 +216,13 @@ def test_a_yes_no_question_tells_the_recogniser_the_words_of_its_language() -> N
     assert {"네", "아니요"} <= set(input_spec(action, "ko").hints)
     assert {"yes", "no"} <= set(input_spec(action, "en").hints)
     assert "네" not in input_spec(action, "en").hints
+
+
+@pytest.mark.parametrize("language", ["en", "ko", "ko-KR", "en-GB", "xx"])
+def test_every_phrase_a_recogniser_is_told_to_expect_reads_as_yes_or_no(language: str) -> None:
+    from ivr.flow.values import yes_no_hints
+
+    hints = yes_no_hints(language)
+    assert hints
+    assert all(parse_answer(speech(h), "yes_no", language=language) is not None for h in hints)
+    assert ("네" in hints) == language.startswith("ko")

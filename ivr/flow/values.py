@@ -137,8 +137,9 @@ def _spoken_number(text: str) -> float | int | None:
     return total + current if seen else None
 
 
-# Yes and no per language: the words that mean them, and the phrases a recogniser is told to
-# expect (the first of each). A language not listed is answered in English words.
+# Yes and no per language: the words that mean them when read in an answer, and the phrases a
+# recogniser is told to expect for a yes/no question (each must read as yes or no). A language
+# not listed ("ko-KR" is "ko") is answered in English.
 _YES_NO: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "en": (frozenset(_YES), frozenset(_NO)),
     "ko": (
@@ -146,11 +147,20 @@ _YES_NO: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"아니요", "아니오", "아뇨", "아니", "아니에요", "아닙니다", "싫어요"}),
     ),
 }
-_HINTS = {"en": ("yes", "no"), "ko": ("네", "아니요", "예", "아니오")}
+_YES_NO_PHRASES = {
+    "en": ("yes", "yeah", "yep", "correct", "that's right", "no", "nope", "no thanks"),
+    "ko": ("네", "예", "맞아요", "아니요", "아뇨", "아니"),
+}
+
+
+def _primary(language: str) -> str:
+    primary = language.split("-", 1)[0].lower()
+    return primary if primary in _YES_NO else "en"
 
 
 def yes_no_hints(language: str) -> tuple[str, ...]:
-    return _HINTS.get(language, _HINTS["en"])
+    """What a recogniser should expect for a yes/no question in `language`."""
+    return _YES_NO_PHRASES[_primary(language)]
 
 
 def yes_no(text: str, language: str = "en") -> bool | None:
@@ -159,8 +169,9 @@ def yes_no(text: str, language: str = "en") -> bool | None:
         return True
     if text.strip() in ("2",):
         return False
-    yes_words, no_words = _YES_NO.get(language, _YES_NO["en"])
-    words = set(re.findall(r"\w+", text.lower())) if language != "en" else set(_words(text))
+    primary = _primary(language)
+    yes_words, no_words = _YES_NO[primary]
+    words = set(_words(text)) if primary == "en" else set(re.findall(r"\w+", text.lower()))
     yes, no = bool(words & yes_words), bool(words & no_words)
     if yes != no:
         return yes

@@ -175,7 +175,7 @@ class CallLeg:
     key: str
     call: IvrCall
     worker: MediaWorker
-    received: deque[bytes] = field(default_factory=lambda: deque(maxlen=RECEIVED_MAX))
+    received: deque[Received] = field(default_factory=lambda: deque(maxlen=RECEIVED_MAX))
     outgoing: deque[bytes] = field(default_factory=deque)
     port: AudioPort | None = None
     answered: bool = False
@@ -199,8 +199,6 @@ class CallLeg:
     jitter_ms: int | None = None  # the server's jitter buffer delay at the last look
     end_reason: str = ""  # why we hung up, for the record (else the SIP side's reason)
     held_at: float | None = None  # when the prompt was held for what may be speech
-    call_audio: Any = None  # the call's pj.AudioMedia, once media is active
-    receiving: bool = False  # is the caller's audio flowing into our port?
 
     def __post_init__(self) -> None:
         self.playback = Playback(self.outgoing)
@@ -218,39 +216,17 @@ class CallLeg:
             if self.port is None:
                 self.port = borrow_port()
                 self.port.lend(self.received, self.outgoing, self.wake)
+            call_audio.startTransmit(self.port)
             self.port.startTransmit(call_audio)
-            self.call_audio, self.receiving = call_audio, False
-            self.receive(self.wants_audio)
             if media.dir & pj.PJMEDIA_DIR_DECODING:  # the caller sends (not recvonly)
                 self.audio_index = index
                 self.rtp_seen = 0  # a new stream counts from 0; an old one has grown anyway
                 self.rtp_heard_at = now
             return
 
-    @property
-    def wants_audio(self) -> bool:
-        """Does anything here listen to the caller's audio now (a question taking speech)?"""
-        listener = self.listener
-        return listener is not None and not listener.done and listener.spec.speech
-
-    def receive(self, on: bool) -> None:
-        """Let the caller's audio into our port only while a question may take speech: each
-        frame is a Python call on the clock thread, and keys arrive by other ways (a DTMF menu
-        or a notice needs none of it; at 200 calls that is a tenth of a core)."""
-        if on == self.receiving or self.call_audio is None or self.port is None:
-            return
-        with contextlib.suppress(pj.Error):
-            if on:
-                self.call_audio.startTransmit(self.port)
-            else:
-                self.call_audio.stopTransmit(self.port)
-            self.receiving = on
-
     def tick(self, now: float) -> None:
         """Every loop tick (and when the clock thread wakes us): caller audio into the
         listener, our audio out, timers."""
-        if self.wants_audio != self.receiving:
-            self.receive(not self.receiving)
         self.hear(now)
         self.playback.feed()
         listener = self.listener
@@ -412,7 +388,6 @@ class CallLeg:
         keys, self.typeahead = self.typeahead, []
         for key in keys:
             self.digit(key, now)
-        self.receive(self.wants_audio)  # now, not at the next tick: the prompt starts now
 
     def stop(self) -> None:
         if self.listener is not None:
@@ -447,7 +422,6 @@ class CallLeg:
         if self.listener is not None:
             self.listener.cancel()
         self.playback.stop()
-        self.call_audio = None
         if self.port is not None:
             self.port.give_back()
             self.port = None

@@ -34,6 +34,8 @@ START_WINDOW = 3
 # hiss that starts mid-call gets here too before the background level catches up with it (2 s).
 SUSTAINED_VOICED = 25
 SUSTAINED_WINDOW = 30
+MAX_HOLD_FRAMES = 15  # a prompt held longer than 300 ms for what is not speech plays on...
+HOLD_BACKOFF_FRAMES = 50  # ...and is not held again for 1 s
 PREROLL_MS = 300  # audio before the decision goes to the recogniser too: first syllables count
 # Trailing silence the recogniser gets: enough to close the last word. More only costs time at
 # the end: PocketSphinx searches the last frames it was given when the utterance ends, and in
@@ -251,6 +253,8 @@ class Listener:
         self.speech_ended_at: float | None = None  # when the last utterance was closed
         self.awaiting_transcript = False
         self.holding = 0  # > 0: the prompt is held; frames left to confirm speech in
+        self.held_frames = 0  # how long the prompt has been held for this "maybe"
+        self.no_hold = 0  # frames during which no new hold is made (after a long one)
         self.done = False
         self.armed_at = now
         # Set by the call before each frame and key: is what plays now allowed to be cut? A
@@ -316,13 +320,23 @@ class Listener:
             else:
                 self.withheld.append(frame)
             self._maybe_end(now)
-        elif event == "maybe" and self.prompts_done_at is None:
+        elif event == "maybe" and self.prompts_done_at is None and not self.no_hold:
             if not self.holding:
                 self.actions.hold_prompt()
+                self.held_frames = 0
             self.holding = START_WINDOW - 1  # frames in which speech may still be confirmed
         elif self.holding:
             self.holding -= 1
             if not self.holding:
+                self.actions.resume_prompt()
+        self.no_hold = max(0, self.no_hold - 1)
+        if self.holding:
+            self.held_frames += 1
+            if self.held_frames >= MAX_HOLD_FRAMES:
+                # Voiced sound that never becomes speech (music, a TV): the prompt plays on,
+                # and is not held again for a while (speech still cuts it).
+                self.holding = 0
+                self.no_hold = HOLD_BACKOFF_FRAMES
                 self.actions.resume_prompt()
 
     def partial(self, text: str, now: float) -> None:
@@ -423,9 +437,8 @@ class Listener:
 
 
 class Ear:
-    """One call's hearing: the line's background level (followed on every frame received: the
-    call receives while a question may take speech, and the level carries over from one such
-    question to the next) and the call's own VAD, turning received frames into the listener's
+    """One call's hearing: the line's background level (followed on every frame, a question
+    asked or not) and the call's own VAD, turning received frames into the listener's
     speech-like decisions."""
 
     def __init__(self, vad: object) -> None:

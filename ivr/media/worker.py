@@ -170,7 +170,8 @@ class MediaWorker:
         cfg.idUri = f"sip:ivr@{host}"
         if ep.tls_port is not None and not options.contact_host:
             # pjsua answers a sips: call with a Contact of the account's scheme, and a sip:
-            # Contact ends it ("480 SIPS Required"); plain sip: calls still get a sip: one.
+            # Contact ends it ("480 SIPS Required"). Calls over UDP and TCP still get a sip:
+            # Contact; a sip: URI over TLS gets a sips: one (pjsua's choice for a secure hop).
             cfg.idUri = f"sips:ivr@{ep.public_address or ep.host}:{ep.tls_port}"
         cfg.mediaConfig.transportConfig = media_transport(ep)
         if options.contact_host:

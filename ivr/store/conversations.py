@@ -2,9 +2,9 @@
 
 `save` writes the document row (everything but the timeline) and appends the timeline turns not
 stored yet, in one transaction. A turn's key is its place in the timeline, and turns are inserted
-"on conflict do nothing": two processes saving the same conversation, or a restarted one that
-sends the whole timeline again, never duplicate or skip a turn. Which turns this store already
-wrote is remembered (for the most recent conversations) so a save sends only the new ones.
+"on conflict do nothing": two processes saving the same timeline, or a restarted one that sends
+it again, never duplicate a turn (the first one stored at a place wins). Which turns this store
+already wrote is remembered (for the most recent conversations) so a save sends only new ones.
 
 Every flow step is saved, so a save is on every call's path: its statements are built once
 (SQLAlchemy then reuses their compiled form) and it costs one round trip per statement.
@@ -86,7 +86,9 @@ class ConversationStore:
             await conn.execute(self._upsert, row)
             if new:
                 await conn.execute(self._append, new)
-        self._stored[conv.id] = len(conv.timeline)
+        # What this save wrote, not the timeline's length now: a turn added while it awaited
+        # the database (another run took the conversation over) is not stored yet.
+        self._stored[conv.id] = max(self._stored.get(conv.id, 0), first_new + len(new))
         self._stored.move_to_end(conv.id)
         if len(self._stored) > REMEMBERED:
             self._stored.popitem(last=False)

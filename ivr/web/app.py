@@ -71,12 +71,14 @@ async def _flows(app: web.Application) -> AsyncIterator[None]:
     app[FLOWS] = repo
     stop = asyncio.Event()
     watcher = asyncio.create_task(repo.watch(stop)) if settings.flows.reload else None
-    yield
-    stop.set()
-    if watcher is not None:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+    try:
+        yield
+    finally:  # also when a later resource fails (the exit stack throws its error in here)
+        stop.set()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
 
 async def _supervisor(app: web.Application) -> AsyncIterator[None]:
@@ -112,8 +114,10 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
     service = ConversationService(repo, app[STORE], services)
     metrics.live_conversations.set_function(lambda: service.live_count)
     app[CONVERSATIONS] = service
-    yield
-    await service.close()
+    try:
+        yield
+    finally:  # live conversations are closed (and stored) before the store goes
+        await service.close()
 
 
 async def _phone_calls(app: web.Application) -> AsyncIterator[None]:
@@ -134,7 +138,8 @@ RESOURCES = (_store, _http_client, _flows, _supervisor, _conversations, _phone_c
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     """Everything the app holds, started in order and stopped in reverse. One context, not one
     each: aiohttp does not clean up after a failed start, and those started before the failure
-    (the store, the workers) must still be closed, not left to the garbage collector."""
+    (the store, the workers) must still be closed, not left to the garbage collector. An error
+    is thrown into the earlier ones at their `yield`: each stops in a `finally`."""
     async with contextlib.AsyncExitStack() as stack:
         for resource in RESOURCES:
             await stack.enter_async_context(contextlib.asynccontextmanager(resource)(app))

@@ -13,7 +13,7 @@ from ivr.speech.asr.engines import (
     parse_engine_spec,
     resolve_vosk_model,
 )
-from ivr.speech.asr.grammar import DIGITS, digits_grammar, yes_no_grammar
+from ivr.speech.asr.grammar import DIGITS, digits_grammar
 
 __all__ = [
     "DIGITS",
@@ -27,5 +27,4 @@ __all__ = [
     "parse_asr_map",
     "parse_engine_spec",
     "resolve_vosk_model",
-    "yes_no_grammar",
 ]

@@ -38,11 +38,6 @@ DIGIT_WORDS: dict[str, tuple[str, ...]] = {
     "ko": ("영", "공", "일", "이", "삼", "사", "오", "육", "칠", "팔", "구"),
 }
 
-YES_NO: dict[str, tuple[str, ...]] = {
-    "en": ("yes", "yeah", "yep", "correct", "that's right", "no", "nope", "no thanks"),
-    "ko": ("네", "예", "맞아요", "아니요", "아뇨", "아니"),
-}
-
 _NOT_WORD = re.compile(r"[^\w']+")  # \w is Unicode-aware: Hangul and accented letters stay
 
 
@@ -54,11 +49,6 @@ def base_language(language: str) -> str:
 def digits_grammar() -> list[str]:
     """A grammar for a spoken digit sequence of any length."""
     return [DIGITS]
-
-
-def yes_no_grammar(language: str) -> list[str]:
-    """Common ways to say yes and no in `language` (empty when we have no list for it)."""
-    return list(YES_NO.get(base_language(language), ()))
 
 
 def digit_words(language: str) -> tuple[str, ...]:
