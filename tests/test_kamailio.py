@@ -43,7 +43,7 @@ from ivr.web.keys import PHONE, STORE, SUPERVISOR
 from ivr.workers import kamailio
 from ivr.workers.supervisor import Supervisor
 from tests.serve_fixtures import REPO, ServeApp, free_port, wait_until
-from tests.voice_fixtures import VoiceServer, free_udp_port, rtp_range
+from tests.voice_fixtures import VoiceServer, free_udp_port, free_udp_tcp_port, rtp_range
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -78,24 +78,11 @@ def free_udp_block(count: int) -> int:
     raise AssertionError(f"no {count} consecutive free UDP ports found")
 
 
-def free_udp_and_tcp_port() -> int:
-    """A loopback port free for both UDP and TCP right now (Kamailio may listen on both)."""
-    for _ in range(200):
-        port = free_udp_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no port free for both UDP and TCP found")
-
-
 async def start_fronted_server(
     serve_app: ServeApp, tmp_path: Path, workers: int = 2, transports: str = "udp"
 ) -> VoiceServer:
     """`ivr serve` with `workers` media workers behind Kamailio, all on free ports."""
-    port = free_udp_and_tcp_port()
+    port = free_udp_tcp_port()
     served = await serve_app(
         sip=SipSettings(
             port=port,
