@@ -246,9 +246,7 @@ class Server:
         return self.health()["workers"]
 
     def groups(self) -> Groups:
-        groups = Groups()
-        groups.add("control plane", self.proc.pid)
-        groups.pids["control plane"] = [self.proc.pid]  # its children are counted by role
+        groups = Groups({"control plane": [self.proc.pid]})  # its children count by role
         for name, child in self.children().items():
             role = name.split("-")[0]
             role = {"media": "media workers", "asr": "speech (asr)", "tts": "speech (tts)"}.get(
