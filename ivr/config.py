@@ -11,6 +11,7 @@ import ast
 import configparser
 import contextlib
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -114,6 +115,36 @@ class SipSettings:
 
 
 @dataclass(frozen=True)
+class WebRtcSettings:
+    enabled: bool = True  # browser calls from the visitor widget (carried by the media workers)
+    max_calls_per_worker: int = 8  # browser calls per media worker, besides its 4 SIP calls
+    # Addresses the browser reaches the media workers on (host ICE candidates), comma list.
+    # Empty: every interface's address except loopback. 127.0.0.1: a browser on this machine.
+    addresses: str = ""
+    # STUN/TURN servers for both sides, comma list of stun:/turn: URLs. None by default: on
+    # premises no public STUN server is asked.
+    ice_servers: str = ""
+    turn_username: str = ""  # credentials for the turn: servers
+    turn_credential: str = ""
+
+    def address_list(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.addresses.split(",") if a.strip())
+
+    def ice_server_list(self) -> list[dict[str, object]]:
+        """As RTCIceServer dictionaries, for the browser and for aiortc alike."""
+        servers: list[dict[str, object]] = []
+        for url in (u.strip() for u in self.ice_servers.split(",")):
+            if not url:
+                continue
+            server: dict[str, object] = {"urls": [url]}
+            if url.lower().startswith("turn") and self.turn_username:
+                server["username"] = self.turn_username
+                server["credential"] = self.turn_credential
+            servers.append(server)
+        return servers
+
+
+@dataclass(frozen=True)
 class SpeechSettings:
     asr: str = "en=pocketsphinx"  # language=engine: pocketsphinx, or vosk:<model dir|package>
     asr_workers: int = 1  # speech recognition processes (PocketSphinx: ~40 grammar streams each)
@@ -141,6 +172,7 @@ class Settings:
     chat: ChatSettings = field(default_factory=ChatSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     sip: SipSettings = field(default_factory=SipSettings)
+    webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     log: LogSettings = field(default_factory=LogSettings)
     # Values flows may read as env.NAME (customer-system URLs): free-form, names kept as written.
@@ -323,12 +355,31 @@ def _check(settings: Settings, where: Callable[[str, str], str]) -> None:
             f"{where('nlu', 'engine')}: expected builtin or rasa, got {settings.nlu.engine!r}"
         )
     _check_sip(settings.sip, where)
+    _check_webrtc(settings.webrtc, where)
     _check_speech(settings.speech, where)
     if settings.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(
             f"{where('log', 'level')}: expected debug, info, warning or error, "
             f"got {settings.log.level!r}"
         )
+
+
+def _check_webrtc(webrtc: WebRtcSettings, where: Callable[[str, str], str]) -> None:
+    if webrtc.max_calls_per_worker < 0:
+        raise ConfigError(f"{where('webrtc', 'max_calls_per_worker')}: must be 0 or more")
+    for address in webrtc.address_list():
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                f"{where('webrtc', 'addresses')}: {address!r} is not an IP address"
+            ) from None
+    for server in webrtc.ice_server_list():
+        url = str(server["urls"][0])  # type: ignore[index]
+        if not re.match(r"(stuns?|turns?):[^\s]+$", url, re.I):
+            raise ConfigError(
+                f"{where('webrtc', 'ice_servers')}: {url!r} is not a stun: or turn: URL"
+            )
 
 
 def _check_sip(sip: SipSettings, where: Callable[[str, str], str]) -> None:

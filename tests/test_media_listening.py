@@ -478,10 +478,10 @@ class StubWorker:
 
 
 def leg_with_stub() -> tuple[object, StubWorker]:
-    from ivr.media.call import CallLeg
+    from ivr.media.leg import VoiceLeg
 
     worker = StubWorker()
-    return CallLeg("w-1", call=None, worker=worker), worker  # type: ignore[arg-type]
+    return VoiceLeg("w-1", worker=worker), worker  # type: ignore[arg-type]
 
 
 def test_keys_typed_ahead_of_the_question_answer_it() -> None:

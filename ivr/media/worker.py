@@ -34,7 +34,7 @@ from urllib.parse import unquote
 import pjsua2 as pj
 
 from ivr.media.audio import FRAME_MS, SILENCE, BadPromptAudio, PromptFiles
-from ivr.media.call import CallLeg, IvrCall
+from ivr.media.call import IvrCall, SipLeg
 from ivr.media.endpoint import (
     EndpointOptions,
     ThreadSafeDelete,
@@ -42,6 +42,7 @@ from ivr.media.endpoint import (
     shutdown_and_exit,
     start_endpoint,
 )
+from ivr.media.leg import VoiceLeg
 from ivr.media.listening import Ear, ListenSpec
 from ivr.workers.ipc import Link, ProtocolError
 
@@ -72,6 +73,11 @@ class WorkerOptions:
     # the internal address Kamailio relays in-dialog requests to (it record-routes, so callers
     # still send them to Kamailio). Never Kamailio's own address: it would relay to itself.
     contact_host: str = ""
+    # Browser calls (aiortc): how many this worker carries, host candidate addresses (empty:
+    # every interface's but loopback), and STUN/TURN servers as RTCIceServer dictionaries.
+    webrtc_max_calls: int = 0  # 0: no browser calls (aiortc is not even imported)
+    webrtc_addresses: tuple[str, ...] = ()
+    ice_servers: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> WorkerOptions:
@@ -80,6 +86,8 @@ class WorkerOptions:
         endpoint["codecs"] = tuple(endpoint.get("codecs", EndpointOptions.codecs))
         raw["asr_sockets"] = tuple(raw.get("asr_sockets", ()))
         raw["dtmf_methods"] = tuple(raw.get("dtmf_methods", WorkerOptions.dtmf_methods))
+        raw["webrtc_addresses"] = tuple(raw.get("webrtc_addresses", ()))
+        raw["ice_servers"] = tuple(raw.get("ice_servers", ()))
         return cls(endpoint=EndpointOptions(**endpoint), **raw)
 
     def to_json(self) -> str:
@@ -116,7 +124,7 @@ class MediaWorker:
         self.options = options
         self.numbers = itertools.count(1)
         self.pending: dict[str, IvrCall] = {}  # created on pjsua2's thread, not yet seen
-        self.legs: dict[str, CallLeg] = {}
+        self.legs: dict[str, VoiceLeg] = {}
         self._has_calls = asyncio.Event()  # wakes the ticker when a call arrives
         self.prompts = PromptFiles()
         self.link: Link | None = None
@@ -143,6 +151,10 @@ class MediaWorker:
         self.loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
+        if self.options.webrtc_max_calls:
+            from ivr.media import webrtc  # ~0.3 s: now, not at the first browser call
+
+            webrtc.use_host_addresses(self.options.webrtc_addresses)
         self.endpoint = start_endpoint(self.options.endpoint)
         self.account = IvrAccount(self)
         self.account.create(self._account_config(), True)
@@ -152,6 +164,7 @@ class MediaWorker:
                 "event": "hello",
                 "worker": self.name,
                 "max_calls": self.options.endpoint.max_calls,
+                "max_browser_calls": self.options.webrtc_max_calls,
             }
         )
         ticker = asyncio.create_task(self._ticker())
@@ -225,16 +238,15 @@ class MediaWorker:
 
     def on_command(self, message: dict[str, Any]) -> None:
         op = message.get("op")
+        if op == "offer":
+            self._offer(str(message.get("call")), message.get("sdp"))
+            return
         leg = self.legs.get(str(message.get("call")))
         if leg is None or leg.ended:
             self.emit({"event": "error", "call": message.get("call"), "message": "no such call"})
             return
         if op == "answer":
-            prm = pj.CallOpParam(True)
-            prm.statusCode = 200
-            leg.call.answer(prm)
-            leg.answered = True
-            leg.started_at = self.loop.time()
+            leg.answer(self.loop.time())
         elif op == "reject":
             leg.hangup(int(message.get("code", 480)), str(message.get("reason", "")))
         elif op == "play":
@@ -260,6 +272,43 @@ class MediaWorker:
         else:
             self.emit({"event": "error", "call": leg.key, "message": f"unknown op {op!r}"})
 
+    def _offer(self, key: str, sdp: object) -> None:
+        """A browser call: answer its SDP offer (the `webrtc_answer` event), or end it."""
+        from ivr.media.webrtc import BrowserLeg
+
+        def refuse(code: int, reason: str) -> None:
+            self.emit({"event": "ended", "call": key, "code": code, "reason": reason})
+
+        if key in self.legs or key in self.pending:
+            refuse(400, f"call {key} exists already")
+            return
+        if not isinstance(sdp, str) or not sdp.strip():
+            refuse(400, "the offer has no SDP")
+            return
+        carried = sum(isinstance(leg, BrowserLeg) for leg in self.legs.values())
+        if carried >= self.options.webrtc_max_calls:
+            refuse(486, f"this media worker carries its {carried} browser calls already")
+            return
+        leg = BrowserLeg(key, self, ear=Ear(self.new_vad()), on_over=self._browser_over)
+        self.legs[key] = leg
+        self._has_calls.set()
+        self.spawn(self._answer_offer(leg, sdp))
+
+    async def _answer_offer(self, leg: Any, sdp: str) -> None:
+        from ivr.media.webrtc import BadOffer
+
+        try:
+            answer = await leg.accept(sdp, list(self.options.ice_servers))
+        except BadOffer as exc:
+            log.warning("browser call %s: %s", leg.key, exc)
+            self.finish(leg, 488, str(exc))
+            return
+        if not leg.ended:
+            self.emit({"event": "webrtc_answer", "call": leg.key, "sdp": answer})
+
+    def _browser_over(self, leg: VoiceLeg, reason: str) -> None:
+        self.finish(leg, 0, reason)
+
     def _frames(self, message: dict[str, Any]) -> list[bytes]:
         frames: list[bytes] = []
         for path in message.get("files", []):
@@ -269,7 +318,7 @@ class MediaWorker:
                 log.error("cannot play %s: %s", path, exc)
         return frames
 
-    def _transfer(self, leg: CallLeg, uri: str, headers: dict[str, str]) -> None:
+    def _transfer(self, leg: VoiceLeg, uri: str, headers: dict[str, str]) -> None:
         try:
             leg.transfer(uri, headers)
         except pj.Error as exc:
@@ -289,7 +338,7 @@ class MediaWorker:
         call = self.pending.pop(key, None)
         if call is None:
             return
-        leg = CallLeg(key, call, self, ear=Ear(self.new_vad()))
+        leg = SipLeg(key, self, call=call, ear=Ear(self.new_vad()))
         leg.wake = functools.partial(self._post_wake, key)
         self.legs[key] = leg
         self._has_calls.set()
@@ -313,22 +362,27 @@ class MediaWorker:
         if state == pj.PJSIP_INV_STATE_CONFIRMED:
             leg.answered = True
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            try:
-                event: dict[str, Any] = {
-                    "event": "ended",
-                    "call": key,
-                    "code": code,
-                    "reason": leg.end_reason or reason or "hung up",
-                }
-                if leg.jitter_ms is not None:  # the server's jitter buffer delay, for the bench
-                    event["jitter_ms"] = leg.jitter_ms
-                self.emit(event)
-            finally:  # whatever happens, the Call goes now (its slot is reused within seconds)
-                self._release(key)
+            self.finish(leg, code, reason)
+
+    def finish(self, leg: VoiceLeg, code: int, reason: str) -> None:
+        """The leg is over: tell the control plane why, and drop it."""
+        try:
+            event: dict[str, Any] = {
+                "event": "ended",
+                "call": leg.key,
+                "code": code,
+                "reason": leg.end_reason or reason or "hung up",
+            }
+            jitter_ms = getattr(leg, "jitter_ms", None)
+            if jitter_ms is not None:  # the server's jitter buffer delay, for the bench
+                event["jitter_ms"] = jitter_ms
+            self.emit(event)
+        finally:  # whatever happens, the leg goes now (a SIP slot is reused within seconds)
+            self._release(leg.key)
 
     def on_media_state(self, key: str) -> None:
         leg = self.legs.get(key)
-        if leg is not None and not leg.ended:
+        if isinstance(leg, SipLeg) and not leg.ended:
             try:
                 leg.connect_audio(self.loop.time())
             except pj.Error as exc:
@@ -365,9 +419,6 @@ class MediaWorker:
         pending = self._asr_clients.pop(key, None)
         if pending is not None:
             self.spawn(_close_when_connected(pending))
-        # The Call object must go now: its destructor hangs up whatever call holds its slot,
-        # and pjsua2 reuses slots within seconds.
-        leg.call = None  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- audio
 
@@ -402,9 +453,9 @@ class MediaWorker:
                     continue
                 try:
                     leg.tick(now)
-                    if now >= leg.rtp_check_at:
-                        leg.rtp_check_at = now + rtp_every
-                        leg.watch_rtp(now, rtp_timeout)
+                    if now >= leg.media_check_at:
+                        leg.media_check_at = now + rtp_every
+                        leg.watch_media(now, rtp_timeout)
                 except Exception:
                     log.exception("call %s: tick failed", leg.key)
                 too_long = now - leg.started_at > self.options.max_call_seconds
@@ -417,7 +468,7 @@ class MediaWorker:
                 delay = 0
             await asyncio.sleep(max(0.0, delay))
 
-    async def asr_client(self, leg: CallLeg) -> Any:
+    async def asr_client(self, leg: VoiceLeg) -> Any:
         """The call's connection to a speech worker (made on first use, kept for the call)."""
         pending = self._asr_clients.get(leg.key)
         if pending is not None and pending.done():

@@ -33,6 +33,7 @@ from ivr.web import api, chat, health
 from ivr.web.errors import json_errors
 from ivr.web.keys import (
     API_TOKEN,
+    BROWSER_CALLS,
     CONVERSATIONS,
     FLOWS,
     HTTP,
@@ -120,19 +121,20 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
         await service.close()
 
 
-async def _phone_calls(app: web.Application) -> AsyncIterator[None]:
+async def _voice_calls(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    if not settings.sip.enabled:
+    if not settings.sip.enabled:  # no media workers: neither phone nor browser calls
         yield
         return
-    from ivr.channels.voice.runtime import phone_calls  # pjsua2 only where calls are taken
+    from ivr.channels.voice.runtime import voice_calls  # pjsua2 only where calls are taken
 
-    async with phone_calls(settings, app[SUPERVISOR], app[CONVERSATIONS]) as phone:
-        app[PHONE] = phone
+    async with voice_calls(settings, app[SUPERVISOR], app[CONVERSATIONS]) as voice:
+        app[PHONE] = voice.phone
+        app[BROWSER_CALLS] = voice.browser
         yield
 
 
-RESOURCES = (_store, _http_client, _flows, _supervisor, _conversations, _phone_calls)
+RESOURCES = (_store, _http_client, _flows, _supervisor, _conversations, _voice_calls)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:

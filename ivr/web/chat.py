@@ -3,9 +3,17 @@
 Protocol (JSON text frames). Customer -> server:
   {"type": "start", "flow": "bank"}       flow optional: [flows] chat_flow
   {"type": "message", "text": "..."}      what the customer typed
-  {"type": "dtmf", "digits": "1234#"}     keypad presses (the widget's keypad)
+  {"type": "dtmf", "digits": "1234#"}     keypad presses (the widget's keypad, outside a call)
+  {"type": "call", "sdp": "<offer>"}      a browser call: the conversation moves to it (or
+                                          starts on it), see ivr.web.visitor
+  {"type": "hangup"}                      ends the call; the conversation goes on in the chat
 Server -> customer:
+  {"type": "hello", "call": bool, "ice_servers": [...]}   first: can this server take calls
   {"type": "conversation", "id": "..."}   once started
+  {"type": "call_answer", "sdp": "..."}   the media worker's answer to the offer
+  {"type": "call_state", "state": "speaking" | "listening" | "waiting" | "ended"}
+  {"type": "caption", "who": "bot" | "customer", "text": "...", "final": bool}
+  {"type": "call_error", "reason": "..."} the call was refused or failed; the chat goes on
   {"type": "bot", "text": "...", "expects_answer": bool, "secure": bool, "choices": [...]}
   {"type": "transfer", ...}, {"type": "end", "reason": "..."}
   {"type": "error", "reason": "..."}      a refused message; the conversation is unharmed
@@ -15,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import re
@@ -24,12 +31,9 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ivr.channels.chat import ChatChannel
-from ivr.conversation import Status
-from ivr.conversation_service import LiveRun, UnknownFlow
 from ivr.flow.channel import CustomerInput
-from ivr.flow.problems import FlowError
-from ivr.web.keys import CONVERSATIONS, METRICS, SETTINGS
+from ivr.web.keys import METRICS, SETTINGS
+from ivr.web.visitor import MAX_SDP_BYTES, BadMessage, Visitor
 
 log = logging.getLogger("ivr.chat")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -39,14 +43,7 @@ _DIGITS = re.compile(r"^[0-9*#]{1,32}$")
 _MAX_FRAME_BYTES = 1024 * 1024
 # Open chats, closed when the server shuts down (or shutdown would wait for the customers).
 _SOCKETS = web.AppKey("chat_sockets", set)
-
-
-class BadMessage(ValueError):
-    """A refused customer frame; the text is sent back as the error reason."""
-
-    def __init__(self, reason: str, label: str) -> None:
-        super().__init__(reason)
-        self.label = label  # metric label
+CALL_FRAME_BYTES = MAX_SDP_BYTES + 1024
 
 
 async def chat_page(request: web.Request) -> web.Response:
@@ -64,6 +61,17 @@ def parse_frame(data: str, max_bytes: int) -> dict[str, Any]:
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise BadMessage('a frame is a JSON object with a "type"', "malformed")
     return frame
+
+
+def read_frame(data: str, max_bytes: int) -> dict[str, Any]:
+    """A customer frame of at most `max_bytes`; a call's offer may be larger (SDP is 2-6 kB)."""
+    size = len(data.encode("utf-8", "surrogatepass"))
+    if max_bytes < size <= CALL_FRAME_BYTES:
+        with contextlib.suppress(BadMessage):
+            frame = parse_frame(data, CALL_FRAME_BYTES)
+            if frame["type"] == "call":
+                return frame
+    return parse_frame(data, max_bytes)
 
 
 def customer_input(frame: dict[str, Any]) -> CustomerInput:
@@ -100,9 +108,9 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         async with send_lock:
             await ws.send_json(message)
 
-    channel = ChatChannel(send, settings.chat.idle_timeout)
-    live: LiveRun | None = None
+    visitor = Visitor(request.app, ws, send)
     try:
+        await send(visitor.hello())
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
                 metrics.chat_errors.labels("binary").inc()
@@ -111,62 +119,23 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
             if msg.type != WSMsgType.TEXT:
                 break
             try:
-                frame = parse_frame(msg.data, settings.chat.max_message_bytes)
-                if frame["type"] == "start":
-                    if live is not None:
-                        raise BadMessage("this chat has already started", "malformed")
-                    live = await _start(request, channel, frame)
-                    live.task.add_done_callback(functools.partial(_run_over, ws, live))
-                    metrics.conversations_started.labels(live.conv.flow, channel.name).inc()
-                    await send({"type": "conversation", "id": live.conv.id})
-                    continue
-                answer = customer_input(frame)
-                if live is None:
-                    raise BadMessage('send {"type": "start"} first', "not_started")
-                if live.task.done() or live.conv.status is not Status.ACTIVE:
-                    raise BadMessage(_why_no_bot(live), "run_over")
-                if not channel.deliver(answer):
-                    raise BadMessage("too many messages at once; wait for the answer", "flood")
+                frame = read_frame(msg.data, settings.chat.max_message_bytes)
+                kind = frame["type"]
+                if kind == "start":
+                    await visitor.start_chat(frame)
+                elif kind == "call":
+                    await visitor.place_call(frame)
+                elif kind == "hangup":
+                    visitor.hang_up()
+                else:
+                    visitor.deliver(customer_input(frame))
             except BadMessage as exc:
                 metrics.chat_errors.labels(exc.label).inc()
                 await send({"type": "error", "reason": str(exc)})
     finally:
         request.app[_SOCKETS].discard(ws)
-        channel.close()
-        if live is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(live.task), 5)
+        await visitor.close()
     return ws
-
-
-def _why_no_bot(live: LiveRun) -> str:
-    if live.conv.status is Status.QUEUED:
-        return "you are waiting for an agent, who will answer here"
-    return "this conversation has ended"
-
-
-def _run_over(ws: web.WebSocketResponse, live: LiveRun, task: asyncio.Task[Any]) -> None:
-    """The bot's part is over: close the chat, unless the customer waits here for an agent."""
-    if live.conv.status is Status.QUEUED and not task.cancelled():
-        return
-    reason = b"continued on another channel" if task.cancelled() else b"conversation over"
-    if not ws.closed:
-        asyncio.get_running_loop().create_task(ws.close(code=WSCloseCode.OK, message=reason))
-
-
-async def _start(request: web.Request, channel: ChatChannel, frame: dict[str, Any]) -> LiveRun:
-    flows = request.app[SETTINGS].flows
-    flow = frame.get("flow") or flows.chat_flow
-    if not isinstance(flow, str):
-        raise BadMessage('"flow" must be a string', "malformed")
-    if not flows.chat_allowed(flow):
-        raise BadMessage(f"no flow named {flow!r} for chat", "unknown_flow")
-    try:
-        return await request.app[CONVERSATIONS].start(channel, flow)
-    except UnknownFlow as exc:
-        raise BadMessage(str(exc), "unknown_flow") from None
-    except FlowError:
-        raise BadMessage("no valid flow is loaded; see /healthz", "no_flows") from None
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -21,3 +21,4 @@ FLOWS = web.AppKey("flows", FlowRepository)
 CONVERSATIONS = web.AppKey("conversations", ConversationService)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 PHONE = web.AppKey("phone", object)  # ivr.channels.voice.phone.PhoneService when SIP is on
+BROWSER_CALLS = web.AppKey("browser_calls", object)  # ivr.channels.voice.browser.BrowserCalls

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,11 @@ from ivr.workers.ipc import Link, ProtocolError
 log = logging.getLogger("ivr.voice")
 
 WORKER_LOST = "media worker lost"
+ANSWER_TIMEOUT = 10.0  # seconds for a media worker to answer a browser's offer
+
+
+class NoMediaWorker(RuntimeError):
+    """No media worker can take the call now (none started, or all full)."""
 
 
 @dataclass
@@ -29,7 +35,12 @@ class WorkerLink:
     name: str
     link: Link
     max_calls: int = 4
+    max_browser_calls: int = 0
     calls: dict[str, CallHandle] = field(default_factory=dict)
+
+    @property
+    def browser_calls(self) -> int:
+        return sum(handle.browser for handle in self.calls.values())
 
     def send(self, message: dict[str, Any]) -> None:
         self.link.send(message)
@@ -38,12 +49,18 @@ class WorkerLink:
 class CallHandle:
     """One call as the control plane sees it: commands out, its events in order."""
 
-    def __init__(self, key: str, worker: WorkerLink, details: dict[str, Any]) -> None:
+    def __init__(
+        self, key: str, worker: WorkerLink, details: dict[str, Any], browser: bool = False
+    ) -> None:
         self.key = key
         self.worker = worker
         self.details = details
+        self.browser = browser  # a WebRTC leg (else a SIP call)
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.ended: dict[str, Any] | None = None
+        # Called with every event as it arrives (the widget's live captions and call state),
+        # before it is queued for the channel.
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
         self._requests = 0
 
     def send(self, op: str, **fields: Any) -> None:
@@ -59,6 +76,11 @@ class CallHandle:
             if self.ended is not None:
                 return
             self.ended = event
+        for observer in list(self.observers):
+            try:
+                observer(event)
+            except Exception:  # a broken observer must not lose the call its events
+                log.exception("call %s: event observer failed", self.key)
         self.events.put_nowait(event)
 
 
@@ -72,6 +94,7 @@ class MediaGateway:
         self.workers: dict[str, WorkerLink] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._browser_numbers = itertools.count(1)
 
     async def __aenter__(self) -> MediaGateway:
         with contextlib.suppress(FileNotFoundError):
@@ -98,6 +121,40 @@ class MediaGateway:
     def call_count(self) -> int:
         return sum(len(w.calls) for w in self.workers.values())
 
+    @property
+    def takes_browser_calls(self) -> bool:
+        return any(w.max_browser_calls for w in self.workers.values())
+
+    async def browser_call(self, offer_sdp: str) -> tuple[CallHandle, str]:
+        """Place a browser's call on the least busy media worker: (its handle, the SDP answer).
+
+        Raises NoMediaWorker when none can take it, ValueError with the worker's reason when
+        the offer was refused (malformed SDP, no audio), TimeoutError when no answer came."""
+        workers = [w for w in self.workers.values() if w.browser_calls < w.max_browser_calls]
+        if not workers:
+            raise NoMediaWorker(
+                "no media worker can take a browser call now"
+                if self.takes_browser_calls
+                else "browser calls are not enabled on this server"
+            )
+        worker = min(workers, key=lambda w: (w.browser_calls, len(w.calls)))
+        key = f"{worker.name}-b{next(self._browser_numbers)}"
+        handle = CallHandle(key, worker, {"browser": True}, browser=True)
+        worker.calls[key] = handle
+        worker.send({"op": "offer", "call": key, "sdp": offer_sdp})
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                while True:
+                    event = await handle.events.get()
+                    if event.get("event") == "webrtc_answer":
+                        return handle, str(event.get("sdp", ""))
+                    if event.get("event") == "ended":
+                        raise ValueError(str(event.get("reason") or "the call was refused"))
+        except BaseException:
+            handle.send("hangup", now=True)
+            worker.calls.pop(key, None)
+            raise
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = Link(reader, writer)
         worker: WorkerLink | None = None
@@ -110,7 +167,12 @@ class MediaGateway:
             ):
                 log.error("a process connected to the media socket without saying hello")
                 return
-            worker = WorkerLink(str(hello["worker"]), link, int(hello.get("max_calls", 4)))
+            worker = WorkerLink(
+                str(hello["worker"]),
+                link,
+                int(hello.get("max_calls", 4)),
+                int(hello.get("max_browser_calls", 0)),
+            )
             self.workers[worker.name] = worker
             log.info("media worker %s connected", worker.name)
             while (message := await link.receive()) is not None:

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ivr.channels.voice.browser import BrowserCalls
 from ivr.channels.voice.gateway import MediaGateway
 from ivr.channels.voice.phone import PhoneService
 from ivr.channels.voice.prompts import PromptAudio, VoiceOf
@@ -216,10 +217,18 @@ class ReconnectingTts:
             self._client = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Voice:
+    """The voice side of the control plane: phone calls and the widget's browser calls."""
+
+    phone: PhoneService
+    browser: BrowserCalls
+
+
 @contextlib.asynccontextmanager
-async def phone_calls(
+async def voice_calls(
     settings: Settings, supervisor: Supervisor, conversations: ConversationService
-) -> AsyncIterator[PhoneService]:
+) -> AsyncIterator[Voice]:
     sip, speech = settings.sip, settings.speech
     fronted = sip.media_workers > 1  # Kamailio in front of the workers
     check_sip_port_free(sip.host, sip.port, sip_transports(sip) - {"tls"})
@@ -321,7 +330,14 @@ async def phone_calls(
                 )
             else:
                 log.info("answering SIP calls on %s:%s (%s)", sip.host, sip.port, sip.transports)
-            yield phone
+            browser = BrowserCalls(
+                gateway,
+                prompts,
+                speech.end_silence,
+                speech.complete_silence,
+                settings.webrtc.ice_server_list(),
+            )
+            yield Voice(phone, browser)
             if setup is not None:
                 await drain(setup)
             # Each hangs up its calls before the gateway goes. Side by side: pjsua's shutdown
@@ -369,6 +385,9 @@ def worker_options(settings: Settings, index: int, asr_sockets: tuple[str, ...])
         realm=sip.realm,
         register_interval=sip.register_interval,
         contact_host=contact_host,
+        webrtc_max_calls=settings.webrtc.max_calls_per_worker if settings.webrtc.enabled else 0,
+        webrtc_addresses=settings.webrtc.address_list(),
+        ice_servers=tuple(settings.webrtc.ice_server_list()),
     )
 
 

@@ -1,0 +1,243 @@
+"""A browser call in the media worker: aiortc at the edge, the same voice pipeline as SIP.
+
+The visitor's browser sends an SDP offer over the widget's websocket; the control plane hands it
+to a media worker (`offer` command), which answers it here. From then on the browser's audio
+arrives as Opus (48 kHz) and is resampled to our 16 kHz frames; the bot's 16 kHz frames go out
+paced by the wall clock (aiortc's Opus encoder resamples them); key presses arrive on a data
+channel labelled "keys" (aiortc has no RFC 4733). Everything between — prompts, barge-in,
+speech and key detection — is `VoiceLeg`, shared with phone calls.
+
+Everything here runs on the worker's event loop (aiortc is asyncio); aiortc itself decodes in
+a thread per call and encodes in the loop's executor, neither of which touches pjsua2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from ivr.media.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SILENCE
+from ivr.media.leg import VoiceLeg
+from ivr.media.listening import rms
+
+log = logging.getLogger("ivr.media")
+
+SAMPLES_PER_FRAME = SAMPLE_RATE * FRAME_MS // 1000  # 320
+TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+CONNECT_TIMEOUT = 15.0  # seconds from the answer to connected media, else the call ends
+MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is 2-6 kB
+KEYS = frozenset("0123456789*#ABCD")
+
+
+class BadOffer(ValueError):
+    """An SDP offer we cannot answer; the text goes back to the browser."""
+
+
+def use_host_addresses(addresses: tuple[str, ...]) -> None:
+    """Offer host candidates on these addresses only (aioice offers every interface's, and
+    never loopback, which is what a browser on the same machine needs in tests and demos).
+
+    aioice has no setting for it: its module function is replaced, once, process-wide."""
+    if not addresses:
+        return
+    import aioice.ice
+
+    def configured(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = configured
+
+
+class BotVoice(MediaStreamTrack):
+    """The bot's audio: one 20 ms frame from `outgoing` per `recv`, paced by the wall clock
+    (silence when nothing is queued), as aiortc's senders expect of a live track."""
+
+    kind = "audio"
+
+    def __init__(self, outgoing: deque[bytes]) -> None:
+        super().__init__()
+        self.outgoing = outgoing
+        self._start: float | None = None
+        self._pts = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += SAMPLES_PER_FRAME
+            wait = self._start + self._pts / SAMPLE_RATE - now
+            if wait < -0.2:  # the loop stalled: carry on from now rather than send a burst
+                self._start = now - self._pts / SAMPLE_RATE
+            elif wait > 0:
+                await asyncio.sleep(wait)
+        try:
+            data = self.outgoing.popleft()
+        except IndexError:
+            data = SILENCE
+        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES_PER_FRAME)
+        frame.planes[0].update(data)
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._pts
+        frame.time_base = TIME_BASE
+        return frame
+
+
+@dataclass(eq=False)
+class BrowserLeg(VoiceLeg):
+    """A browser call: an RTCPeerConnection, its inbound audio track and its "keys" channel."""
+
+    pc: RTCPeerConnection | None = None
+    on_over: Callable[[BrowserLeg, str], None] | None = None  # the worker's `finish`
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    connected: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.report_state = True
+
+    async def accept(self, offer_sdp: str, ice_servers: list[dict[str, Any]]) -> str:
+        """Answer the browser's offer; the answer's SDP (with our candidates) is returned.
+        `ice_servers`: as the browser's RTCIceServer dictionaries (urls, username, credential)."""
+        if len(offer_sdp) > MAX_OFFER_BYTES:
+            raise BadOffer(f"the offer is larger than {MAX_OFFER_BYTES} bytes")
+        if "m=audio" not in offer_sdp:
+            raise BadOffer("the offer has no audio (m=audio) section")
+        config = RTCConfiguration(
+            iceServers=[
+                RTCIceServer(
+                    urls=list(s["urls"]),
+                    username=s.get("username") or None,
+                    credential=s.get("credential") or None,
+                )
+                for s in ice_servers
+            ]
+        )  # never aiortc's default (a public Google STUN server): on premises, ours or none
+        pc = self.pc = RTCPeerConnection(config)
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        pc.addTrack(BotVoice(self.outgoing))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
+            raise BadOffer(f"cannot answer the offer: {exc or type(exc).__name__}") from None
+        self._spawn(self._connect_or_give_up())
+        return pc.localDescription.sdp
+
+    # ---------------------------------------------------------------- aiortc events
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._read(track))
+
+    def _on_datachannel(self, channel: Any) -> None:
+        if channel.label != "keys":
+            return
+
+        @channel.on("message")
+        def on_message(message: object) -> None:
+            if not isinstance(message, str) or self.ended:
+                return
+            now = self.worker.loop.time()
+            for key in message[:32]:
+                if key in KEYS:
+                    self.digit(key, now)
+
+    def _on_connection_state(self) -> None:
+        assert self.pc is not None
+        state = self.pc.connectionState
+        if state == "connected" and not self.connected:
+            self.connected = True
+            self.started_at = self.worker.loop.time()
+        elif state in ("failed", "closed") and not self.hanging_up:
+            self.hangup(because="the browser's connection was lost")
+
+    async def _connect_or_give_up(self) -> None:
+        deadline = self.worker.loop.time() + CONNECT_TIMEOUT
+        while not self.connected and not self.hanging_up:
+            if self.worker.loop.time() >= deadline:
+                self.hangup(because=f"the browser's media did not connect in {CONNECT_TIMEOUT:g} s")
+                return
+            await asyncio.sleep(0.25)
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        """The browser's audio into 20 ms frames of 16 kHz PCM, as SIP's clock thread does."""
+        resampler = av.AudioResampler(
+            format="s16", layout="mono", rate=SAMPLE_RATE, frame_size=SAMPLES_PER_FRAME
+        )
+        loop = self.worker.loop
+        while not self.ended:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            for out in resampler.resample(frame):
+                data = bytes(out.planes[0])[:FRAME_BYTES]
+                if len(data) != FRAME_BYTES:
+                    continue
+                level = rms(data)
+                self.received.append((data, level))
+                if self.hints.due(level):
+                    self.tick(loop.time())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---------------------------------------------------------------- transport
+
+    def transfer(self, uri: str, headers: dict[str, str]) -> None:
+        # A browser call has no SIP dialog to REFER; the control plane bridges or queues it.
+        self.worker.emit(
+            {
+                "event": "transfer",
+                "call": self.key,
+                "status": 488,
+                "final": True,
+                "reason": "a browser call cannot be transferred to a SIP URI",
+            }
+        )
+
+    def hangup(self, code: int = 480, reason: str = "", because: str = "") -> None:
+        if self.ended or self.hanging_up:
+            return
+        self.hanging_up = True
+        self.end_reason = because or reason
+        if self.on_over is not None:
+            self.on_over(self, because or reason or "hung up")
+
+    def release(self) -> None:
+        super().release()
+        for task in list(self._tasks):
+            task.cancel()
+        pc, self.pc = self.pc, None
+        if pc is not None:
+            close = asyncio.ensure_future(pc.close())
+            self.worker.spawn(_quietly(close))
+
+
+async def _quietly(task: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(Exception):
+        await task

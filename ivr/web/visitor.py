@@ -1,0 +1,234 @@
+"""One visitor's socket (`/chat/ws`): their conversation, on the chat or on a browser call.
+
+The widget's chat and its Call button share one socket and one conversation. Pressing Call
+moves the running conversation to the call at the step it stands on (the chat's run is
+cancelled; its state was stored); when the visitor hangs up, or the call drops, it comes back
+to the chat at the step the call left it on. A call placed before any chat starts a new
+conversation. Nothing is asked twice: each run continues at the stored step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from ivr.channels.chat import ChatChannel
+from ivr.conversation import Status
+from ivr.conversation_service import LiveRun, UnknownFlow
+from ivr.flow.channel import CustomerInput
+from ivr.flow.engine import Stop
+from ivr.flow.problems import FlowError
+from ivr.web.keys import BROWSER_CALLS, CONVERSATIONS, METRICS, SETTINGS
+
+log = logging.getLogger("ivr.chat")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+MAX_SDP_BYTES = 64 * 1024
+
+
+class BadMessage(ValueError):
+    """A refused customer frame; the text is sent back as the error reason."""
+
+    def __init__(self, reason: str, label: str) -> None:
+        super().__init__(reason)
+        self.label = label  # metric label
+
+
+class Visitor:
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse, send: Send) -> None:
+        self.app = app
+        self.ws = ws
+        self.send = send
+        self.chat = ChatChannel(send, app[SETTINGS].chat.idle_timeout)
+        self.live: LiveRun | None = None
+        self.call: Any = None  # the CallHandle of the browser call in progress
+        self._moving: LiveRun | None = None  # a run we cancelled to continue it elsewhere
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    @property
+    def browser_calls(self) -> Any:
+        return self.app.get(BROWSER_CALLS)
+
+    def hello(self) -> dict[str, Any]:
+        calls = self.browser_calls
+        available = calls is not None and calls.available
+        return {
+            "type": "hello",
+            "call": available,
+            "ice_servers": calls.ice_servers if available else [],
+        }
+
+    # ---------------------------------------------------------------- chat
+
+    async def start_chat(self, frame: dict[str, Any]) -> None:
+        if self.live is not None:
+            raise BadMessage("this chat has already started", "malformed")
+        flow = self._flow(frame)
+        self._adopt(await self._start(self.chat, flow))
+        await self.send({"type": "conversation", "id": self.live.conv.id})  # type: ignore[union-attr]
+
+    def deliver(self, answer: CustomerInput) -> None:
+        if self.call is not None:
+            raise BadMessage(
+                "you are in a call: answer by voice or with the keypad, or hang up to type",
+                "in_call",
+            )
+        live = self.live
+        if live is None:
+            raise BadMessage('send {"type": "start"} first', "not_started")
+        if live.task.done() or live.conv.status is not Status.ACTIVE:
+            raise BadMessage(_why_no_bot(live), "run_over")
+        if not self.chat.deliver(answer):
+            raise BadMessage("too many messages at once; wait for the answer", "flood")
+
+    # ---------------------------------------------------------------- calls
+
+    async def place_call(self, frame: dict[str, Any]) -> None:
+        """Answer the browser's offer and run the conversation on the call."""
+        if self.call is not None:
+            raise BadMessage("a call is already in progress", "in_call")
+        sdp = frame.get("sdp")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise BadMessage('"sdp" must be the offer\'s SDP text', "malformed")
+        if len(sdp.encode()) > MAX_SDP_BYTES:
+            raise BadMessage(f"the offer is larger than {MAX_SDP_BYTES} bytes", "too_large")
+        calls = self.browser_calls
+        if calls is None or not calls.available:
+            await self._call_error("browser calls are not available on this server; chat works")
+            return
+        live = self.live
+        flow = None
+        if live is None:
+            flow = self._flow(frame)  # refused before a media worker is bothered
+        elif live.task.done() or live.conv.status is not Status.ACTIVE:
+            await self._call_error(_why_no_bot(live))
+            return
+        from ivr.channels.voice.gateway import NoMediaWorker
+
+        try:
+            handle, answer = await calls.place(sdp)
+        except NoMediaWorker as exc:
+            await self._call_error(f"{exc}; chat works")
+            return
+        except ValueError as exc:
+            await self._call_error(f"the call was refused: {exc}")
+            return
+        except TimeoutError:
+            await self._call_error("no media worker answered the call in time; chat works")
+            return
+        if self.closed:  # the visitor left while the worker answered
+            handle.send("hangup", now=True)
+            return
+        self.call = handle
+        channel = calls.channel(handle, self.send)
+        await self.send({"type": "call_answer", "sdp": answer})
+        try:
+            if live is None:
+                assert flow is not None
+                self._adopt(await self._start(channel, flow))
+                await self.send({"type": "conversation", "id": self.live.conv.id})  # type: ignore[union-attr]
+            else:
+                self._moving = live
+                self._adopt(await self.app[CONVERSATIONS].resume(live.conv.id, channel))
+        except (BadMessage, KeyError, ValueError) as exc:
+            handle.send("hangup", now=True)
+            self.call = None
+            await self._call_error(f"the call cannot continue this conversation: {exc}")
+
+    def hang_up(self) -> None:
+        if self.call is None:
+            raise BadMessage("there is no call to hang up", "no_call")
+        self.call.send("hangup", now=True)  # the call's run ends, then the chat resumes
+
+    async def _call_error(self, reason: str) -> None:
+        self.app[METRICS].chat_errors.labels("call").inc()
+        await self.send({"type": "call_error", "reason": reason})
+
+    # ---------------------------------------------------------------- runs
+
+    def _flow(self, frame: dict[str, Any]) -> str:
+        flows = self.app[SETTINGS].flows
+        flow = frame.get("flow") or flows.chat_flow
+        if not isinstance(flow, str):
+            raise BadMessage('"flow" must be a string', "malformed")
+        if not flows.chat_allowed(flow):
+            raise BadMessage(f"no flow named {flow!r} for chat", "unknown_flow")
+        return flow
+
+    async def _start(self, channel: Any, flow: str) -> LiveRun:
+        try:
+            live = await self.app[CONVERSATIONS].start(channel, flow)
+        except UnknownFlow as exc:
+            raise BadMessage(str(exc), "unknown_flow") from None
+        except FlowError:
+            raise BadMessage("no valid flow is loaded; see /healthz", "no_flows") from None
+        self.app[METRICS].conversations_started.labels(live.conv.flow, channel.name).inc()
+        return live
+
+    def _adopt(self, live: LiveRun) -> None:
+        self.live = live
+        live.task.add_done_callback(functools.partial(self._run_over, live))
+
+    def _run_over(self, live: LiveRun, task: asyncio.Task[Stop]) -> None:
+        if live is self._moving:  # we moved it to the call ourselves: nothing is over
+            self._moving = None
+            return
+        on_call = self.call is not None and live.channel is not self.chat
+        if on_call:
+            call, self.call = self.call, None
+            call.send("hangup")  # after what is still queued; nothing when it has ended
+        if self.closed or self.live is not live:
+            return
+        if on_call and not task.cancelled() and live.conv.status is Status.ACTIVE:
+            # The visitor hung up or the call dropped mid-flow: back to the chat, same step.
+            self._spawn(self._back_to_chat(live))
+            return
+        if live.conv.status is Status.QUEUED and not task.cancelled():
+            return  # the customer waits here for an agent
+        stop = None if task.cancelled() or task.exception() else task.result()
+        self._spawn(self._finish(stop, cancelled=task.cancelled(), on_call=on_call))
+
+    async def _back_to_chat(self, live: LiveRun) -> None:
+        try:
+            self._adopt(await self.app[CONVERSATIONS].resume(live.conv.id, self.chat))
+        except (KeyError, ValueError) as exc:
+            log.warning("conversation %s cannot go back to the chat: %s", live.conv.id, exc)
+            await self._finish(None, cancelled=False, on_call=True)
+
+    async def _finish(self, stop: Stop | None, *, cancelled: bool, on_call: bool) -> None:
+        """The bot's part is over: close the socket (a chat already said so in an `end`)."""
+        if on_call and stop is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.send({"type": "end", "reason": stop.reason})
+        reason = b"continued on another channel" if cancelled else b"conversation over"
+        if not self.ws.closed:
+            await self.ws.close(code=WSCloseCode.OK, message=reason)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """The socket closed: hang up the call, let the run store itself and stop."""
+        self.closed = True
+        self.chat.close()
+        if self.call is not None:
+            self.call.send("hangup", now=True)
+        live = self.live
+        if live is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(live.task), 5)
+
+
+def _why_no_bot(live: LiveRun) -> str:
+    if live.conv.status is Status.QUEUED:
+        return "you are waiting for an agent, who will answer here"
+    return "this conversation has ended"
