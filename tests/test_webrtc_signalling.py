@@ -1,0 +1,153 @@
+"""Browser-call signalling on the widget's socket, with aiortc as the browser: what a visitor's
+page is told when its offer is bad, when no call can be taken, and that nobody else is harmed.
+
+The calls themselves, with a real browser, are in test_web_widget_calls.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+
+from tests.serve_fixtures import ALICE, ServeApp
+from tests.voice_fixtures import start_voice_server
+
+FRAME_TIMEOUT = 15.0
+
+
+class Page:
+    """A visitor's websocket, reading frames until one is wanted (bounded)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send_json(frame)
+
+    async def until(
+        self, wanted: Callable[[dict[str, Any]], bool], timeout: float = FRAME_TIMEOUT
+    ) -> dict[str, Any]:
+        seen: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    frame = await self.ws.receive_json()
+                    self.frames.append(frame)
+                    seen.append(frame)
+                    if wanted(frame):
+                        return frame
+        except TimeoutError:
+            raise AssertionError(f"no wanted frame within {timeout} s; saw {seen}") from None
+
+    async def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return await self.until(
+            lambda f: f.get("type") == kind and all(f.get(k) == v for k, v in fields.items())
+        )
+
+
+@asynccontextmanager
+async def page(url: str) -> AsyncIterator[Page]:
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(url.replace("http", "ws", 1) + "/chat/ws")
+        try:
+            yield Page(ws)
+        finally:
+            await ws.close()
+
+
+async def offer_of(pc: RTCPeerConnection) -> str:
+    pc.addTrack(AudioStreamTrack())  # silence
+    pc.createDataChannel("keys")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc.localDescription.sdp
+
+
+async def test_bad_offers_get_an_error_on_the_socket_and_harm_no_one(
+    serve_app: ServeApp, tmp_path: Path
+) -> None:
+    server = await start_voice_server(serve_app, tmp_path)
+    async with page(server.served.url) as visitor:
+        hello = await visitor.expect("hello")
+        assert hello["call"] is True
+        assert hello["ice_servers"] == []  # no public STUN server unless configured
+
+        await visitor.send({"type": "call", "sdp": "v=0\r\nthis is not SDP\r\n"})
+        refused = await visitor.expect("call_error")
+        assert "refused" in refused["reason"]
+        await visitor.send({"type": "call"})
+        assert "sdp" in (await visitor.expect("error"))["reason"]
+        await visitor.send({"type": "call", "sdp": "v=0\r\n" + "a=x\r\n" * 20000})
+        assert "too large" in (await visitor.expect("error"))["reason"]
+        await visitor.send({"type": "hangup"})
+        assert "no call" in (await visitor.expect("error"))["reason"]
+
+        # The same visitor still chats, and another one calls: nothing was harmed.
+        await visitor.send({"type": "start"})
+        await visitor.until(lambda f: f.get("type") == "bot" and f.get("expects_answer"))
+        async with page(server.served.url) as other:
+            await other.expect("hello")
+            pc = RTCPeerConnection()
+            try:
+                await other.send({"type": "call", "sdp": await offer_of(pc)})
+                answer = await other.expect("call_answer")
+                await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+                await other.until(lambda f: f.get("type") == "caption" and f["who"] == "bot")
+            finally:
+                await pc.close()
+
+
+async def test_keys_on_the_data_channel_answer_and_hanging_up_goes_back_to_the_chat(
+    serve_app: ServeApp, tmp_path: Path
+) -> None:
+    server = await start_voice_server(serve_app, tmp_path)
+    async with page(server.served.url) as visitor:
+        await visitor.expect("hello")
+        pc = RTCPeerConnection()
+        try:
+            keys = pc.createDataChannel("keys")
+            pc.addTrack(AudioStreamTrack())
+            await pc.setLocalDescription(await pc.createOffer())
+            await visitor.send({"type": "call", "sdp": pc.localDescription.sdp})
+            answer = await visitor.expect("call_answer")
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            conv_id = (await visitor.expect("conversation"))["id"]
+            await visitor.until(lambda f: "account number" in str(f.get("text")))
+            await visitor.expect("call_state", state="listening")
+            keys.send(ALICE["account"])
+            heard = await visitor.expect("caption", who="customer", final=True)
+            assert heard["text"] == ALICE["account"]
+            await visitor.until(lambda f: f.get("type") == "caption" and "PIN" in f["text"])
+            await visitor.send({"type": "hangup"})
+            await visitor.expect("call_state", state="ended")
+            # The chat takes over at the PIN step: the account number is not asked again.
+            pin = await visitor.until(lambda f: f.get("type") == "bot" and f.get("expects_answer"))
+            assert "PIN" in pin["text"] and pin["secure"] is True
+        finally:
+            await pc.close()
+        await visitor.send({"type": "dtmf", "digits": ALICE["pin"]})
+        await visitor.until(lambda f: f.get("type") == "bot" and "Alice" in f["text"])
+    conv = await server.served.conversation(conv_id)
+    assert conv["channels"] == ["webrtc", "chat"]
+    asked = [t["meta"].get("step") for t in conv["timeline"] if t["role"] == "bot"]
+    assert asked.count("identify") == 1  # the account number: asked once, on the call
+
+
+async def test_a_server_without_media_workers_says_calls_are_unavailable(
+    serve_app: ServeApp,
+) -> None:
+    served = await serve_app()  # SIP (and so the media workers) off
+    async with page(served.url) as visitor:
+        hello = await visitor.expect("hello")
+        assert hello["call"] is False
+        await visitor.send({"type": "call", "sdp": "v=0\r\n"})
+        assert "not available" in (await visitor.expect("call_error"))["reason"]
+        await visitor.send({"type": "start"})
+        await visitor.until(lambda f: f.get("type") == "bot" and f.get("expects_answer"))
