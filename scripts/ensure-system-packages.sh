@@ -23,6 +23,7 @@ if [[ "${1:-serve}" == "test" ]]; then
     have_cmd flite || need+=(flite)          # English test speech PocketSphinx recognises
     have_cmd baresip || need+=(baresip-core) # a third-party softphone as a caller
     have_cmd sipp || need+=(sip-tester)      # SIP load and malformed traffic
+    have_cmd chromium || need+=(chromium)    # the visitor widget's tests (Playwright drives it)
 fi
 
 if ((${#need[@]} == 0)); then

@@ -1,4 +1,5 @@
 pytest_plugins = [
+    "tests.browser",
     "tests.pg_server",
     "tests.rasa_server",
     "tests.serve_fixtures",

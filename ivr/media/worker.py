@@ -208,6 +208,8 @@ class MediaWorker:
             await asyncio.sleep(0.05)  # DISCONNECTED callbacks arrive through the loop
         for leg in list(self.legs.values()):
             self._release(leg.key)
+        if self._background:  # browser calls closing their peer connections (DTLS alerts)
+            await asyncio.wait(list(self._background), timeout=1.0)
         if self.link is not None:
             await self.link.close()
 

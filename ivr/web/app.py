@@ -29,7 +29,7 @@ from ivr.speech.nlu.base import IntentClassifier
 from ivr.speech.nlu.factory import build_classifiers
 from ivr.speech.nlu.fallback import FallbackClassifier
 from ivr.store import open_store
-from ivr.web import api, chat, health
+from ivr.web import api, chat, health, widget
 from ivr.web.errors import json_errors
 from ivr.web.keys import (
     API_TOKEN,
@@ -157,11 +157,7 @@ def create_app(settings: Settings, api_token: str | None = None) -> web.Applicat
     health.add_routes(app)
     api.add_routes(app)
     chat.add_routes(app)
-    app.router.add_get("/", _home)
+    widget.add_routes(app)
     if settings.demo.crm:
         app.add_subapp("/demo/crm", create_demo_crm())
     return app
-
-
-async def _home(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/chat")

@@ -95,7 +95,16 @@ class BrowserCallChannel(VoiceChannel):
     async def ask(self, prompt: Prompt, spec: InputSpec) -> CustomerInput | None:
         if prompt.text:
             self._check_open()
-            self._push({"type": "caption", "who": "bot", "text": prompt.text, "final": True})
+            # `secure`: the widget shows keys pressed for this question as dots, or as keys.
+            self._push(
+                {
+                    "type": "caption",
+                    "who": "bot",
+                    "text": prompt.text,
+                    "final": True,
+                    "secure": spec.secure,
+                }
+            )
         answer = await super().ask(prompt, spec)
         if answer is not None:
             shown = SECRET_SHOWN if spec.secure else answer.as_text
