@@ -63,45 +63,51 @@ async def page(url: str) -> AsyncIterator[Page]:
             await ws.close()
 
 
-async def offer_of(pc: RTCPeerConnection) -> str:
-    pc.addTrack(AudioStreamTrack())  # silence
-    pc.createDataChannel("keys")
+async def call_from(visitor: Page, pc: RTCPeerConnection) -> Any:
+    """Place a call from `visitor`'s socket (sending silence); its "keys" data channel."""
+    keys = pc.createDataChannel("keys")
+    pc.addTrack(AudioStreamTrack())
     await pc.setLocalDescription(await pc.createOffer())
-    return pc.localDescription.sdp
+    await visitor.send({"type": "call", "sdp": pc.localDescription.sdp})
+    answer = await visitor.expect("call_answer")
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+    return keys
 
 
 async def test_bad_offers_get_an_error_on_the_socket_and_harm_no_one(
     serve_app: ServeApp, tmp_path: Path
 ) -> None:
     server = await start_voice_server(serve_app, tmp_path)
-    async with page(server.served.url) as visitor:
-        hello = await visitor.expect("hello")
-        assert hello["call"] is True
-        assert hello["ice_servers"] == []  # no public STUN server unless configured
+    async with page(server.served.url) as caller, page(server.served.url) as visitor:
+        # A call in progress on another socket, which the bad input must not disturb.
+        await caller.expect("hello")
+        pc = RTCPeerConnection()
+        try:
+            keys = await call_from(caller, pc)
+            await caller.expect("call_state", state="listening")
 
-        await visitor.send({"type": "call", "sdp": "v=0\r\nthis is not SDP\r\n"})
-        refused = await visitor.expect("call_error")
-        assert "refused" in refused["reason"]
-        await visitor.send({"type": "call"})
-        assert "sdp" in (await visitor.expect("error"))["reason"]
-        await visitor.send({"type": "call", "sdp": "v=0\r\n" + "a=x\r\n" * 20000})
-        assert "too large" in (await visitor.expect("error"))["reason"]
-        await visitor.send({"type": "hangup"})
-        assert "no call" in (await visitor.expect("error"))["reason"]
+            hello = await visitor.expect("hello")
+            assert hello["call"] is True
+            assert hello["ice_servers"] == []  # no public STUN server unless configured
+            await visitor.send({"type": "call", "sdp": "v=0\r\nthis is not SDP\r\n"})
+            refused = await visitor.expect("call_error")
+            assert "refused" in refused["reason"]
+            await visitor.send({"type": "call"})
+            assert "sdp" in (await visitor.expect("error"))["reason"]
+            await visitor.send({"type": "call", "sdp": "v=0\r\n" + "a=x\r\n" * 20000})
+            assert "too large" in (await visitor.expect("error"))["reason"]
+            await visitor.send({"type": "hangup"})
+            assert "no call" in (await visitor.expect("error"))["reason"]
+            await visitor.send({"type": "call", "sdp": {"not": "text"}})
+            assert "sdp" in (await visitor.expect("error"))["reason"]
 
-        # The same visitor still chats, and another one calls: nothing was harmed.
-        await visitor.send({"type": "start"})
-        await visitor.until(lambda f: f.get("type") == "bot" and f.get("expects_answer"))
-        async with page(server.served.url) as other:
-            await other.expect("hello")
-            pc = RTCPeerConnection()
-            try:
-                await other.send({"type": "call", "sdp": await offer_of(pc)})
-                answer = await other.expect("call_answer")
-                await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-                await other.until(lambda f: f.get("type") == "caption" and f["who"] == "bot")
-            finally:
-                await pc.close()
+            # The call goes on: its keys still answer; the visitor still chats.
+            keys.send(ALICE["account"])
+            await caller.until(lambda f: f.get("type") == "caption" and "PIN" in f["text"])
+            await visitor.send({"type": "start"})
+            await visitor.until(lambda f: f.get("type") == "bot" and f.get("expects_answer"))
+        finally:
+            await pc.close()
 
 
 async def test_keys_on_the_data_channel_answer_and_hanging_up_goes_back_to_the_chat(
@@ -112,12 +118,7 @@ async def test_keys_on_the_data_channel_answer_and_hanging_up_goes_back_to_the_c
         await visitor.expect("hello")
         pc = RTCPeerConnection()
         try:
-            keys = pc.createDataChannel("keys")
-            pc.addTrack(AudioStreamTrack())
-            await pc.setLocalDescription(await pc.createOffer())
-            await visitor.send({"type": "call", "sdp": pc.localDescription.sdp})
-            answer = await visitor.expect("call_answer")
-            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            keys = await call_from(visitor, pc)
             conv_id = (await visitor.expect("conversation"))["id"]
             await visitor.until(lambda f: "account number" in str(f.get("text")))
             await visitor.expect("call_state", state="listening")
