@@ -169,7 +169,7 @@ class BrowserLeg(VoiceLeg):
         state = self.pc.connectionState
         if state == "connected" and not self.connected:
             self.connected = True
-            self.started_at = self.worker.loop.time()
+            self.answer(self.worker.loop.time())  # from now [sip] max_call_seconds counts
         elif state in ("failed", "closed") and not self.hanging_up:
             self.hangup(because="the browser's connection was lost")
 
