@@ -24,6 +24,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/voice_calls.py
 	$(BIN)/python bench/speech_streams.py
 	$(BIN)/python bench/concurrent_calls.py
+	$(BIN)/python bench/browser_calls.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check ivr tests bench

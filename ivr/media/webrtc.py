@@ -31,16 +31,18 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
-from ivr.media.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SILENCE
+from ivr.media.audio import FRAME_MS, SAMPLE_RATE, SILENCE
 from ivr.media.leg import VoiceLeg
 from ivr.media.listening import rms
 
 log = logging.getLogger("ivr.media")
 
 SAMPLES_PER_FRAME = SAMPLE_RATE * FRAME_MS // 1000  # 320
-TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+OPUS_RATE = 48000
+OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000  # 960
 CONNECT_TIMEOUT = 15.0  # seconds from the answer to connected media, else the call ends
 MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is 2-6 kB
 KEYS = frozenset("0123456789*#ABCD")
@@ -65,9 +67,64 @@ def use_host_addresses(addresses: tuple[str, ...]) -> None:
     aioice.ice.get_host_addresses = configured
 
 
+def listen_sooner(pc: RTCPeerConnection) -> None:
+    """aiortc holds 4 audio packets (80 ms) before it decodes the first, a playout cushion a
+    server that only listens does not need: 1 keeps packets in order and answers turns 60 ms
+    sooner (measured). aiortc has no setting for it: its receiver's private buffer is set."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "audio":
+            continue
+        buffer = getattr(transceiver.receiver, "_RTCRtpReceiver__jitter_buffer", None)
+        if isinstance(buffer, JitterBuffer) and getattr(buffer, "_prefetch", 0) > 1:
+            buffer._prefetch = 1
+
+
+class Rechunked:
+    """PyAV's resampler, cut into fixed frames as soon as each is whole.
+
+    The resampler's own `frame_size` holds every frame back until the next input arrives (its
+    filter delay is a few samples short of a frame): 20 ms more on each way of every turn. Here
+    that delay is filled with zeros once, at the start, so each input frame gives one output
+    frame at once."""
+
+    def __init__(self, layout: str, rate: int, frame_samples: int) -> None:
+        self._resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
+        self._rate = rate
+        self._sample_bytes = 2 * (2 if layout == "stereo" else 1)
+        self._frame_bytes = frame_samples * self._sample_bytes
+        self._pending = bytearray()
+        self._primed = False
+
+    def feed(self, frame: av.AudioFrame) -> list[bytes]:
+        for out in self._resampler.resample(frame):
+            self._pending += bytes(out.planes[0])[: out.samples * self._sample_bytes]
+        if not self._primed:
+            self._primed = True
+            expected = round(frame.samples * self._rate / frame.sample_rate) * self._sample_bytes
+            self._pending[:0] = bytes(max(0, expected - len(self._pending)))
+        chunks = []
+        while len(self._pending) >= self._frame_bytes:
+            chunks.append(bytes(self._pending[: self._frame_bytes]))
+            del self._pending[: self._frame_bytes]
+        return chunks
+
+
+def pcm_frame(data: bytes, layout: str, rate: int, samples: int, pts: int) -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout=layout, samples=samples)
+    frame.planes[0].update(data)
+    frame.sample_rate = rate
+    frame.pts = pts
+    frame.time_base = fractions.Fraction(1, rate)
+    return frame
+
+
 class BotVoice(MediaStreamTrack):
     """The bot's audio: one 20 ms frame from `outgoing` per `recv`, paced by the wall clock
-    (silence when nothing is queued), as aiortc's senders expect of a live track."""
+    (silence when nothing is queued), as aiortc's senders expect of a live track.
+
+    Sent as Opus's own 48 kHz stereo: aiortc's encoder resamples anything else through a
+    resampler that holds each frame back until the next (20 ms on every prompt's start and
+    on every barge-in)."""
 
     kind = "audio"
 
@@ -76,6 +133,7 @@ class BotVoice(MediaStreamTrack):
         self.outgoing = outgoing
         self._start: float | None = None
         self._pts = 0
+        self._upsample = Rechunked("stereo", OPUS_RATE, OPUS_FRAME)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -84,22 +142,20 @@ class BotVoice(MediaStreamTrack):
         if self._start is None:
             self._start = now
         else:
-            self._pts += SAMPLES_PER_FRAME
-            wait = self._start + self._pts / SAMPLE_RATE - now
+            self._pts += OPUS_FRAME
+            wait = self._start + self._pts / OPUS_RATE - now
             if wait < -0.2:  # the loop stalled: carry on from now rather than send a burst
-                self._start = now - self._pts / SAMPLE_RATE
+                self._start = now - self._pts / OPUS_RATE
             elif wait > 0:
                 await asyncio.sleep(wait)
         try:
             data = self.outgoing.popleft()
         except IndexError:
             data = SILENCE
-        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES_PER_FRAME)
-        frame.planes[0].update(data)
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
-        frame.time_base = TIME_BASE
-        return frame
+        ours = pcm_frame(data, "mono", SAMPLE_RATE, SAMPLES_PER_FRAME, 0)
+        chunks = self._upsample.feed(ours)
+        out = chunks[0] if chunks else bytes(OPUS_FRAME * 4)
+        return pcm_frame(out, "stereo", OPUS_RATE, OPUS_FRAME, self._pts)
 
 
 @dataclass(eq=False)
@@ -142,6 +198,7 @@ class BrowserLeg(VoiceLeg):
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
             raise BadOffer(f"cannot answer the offer: {exc or type(exc).__name__}") from None
+        listen_sooner(pc)
         self._spawn(self._connect_or_give_up())
         return pc.localDescription.sdp
 
@@ -183,19 +240,14 @@ class BrowserLeg(VoiceLeg):
 
     async def _read(self, track: MediaStreamTrack) -> None:
         """The browser's audio into 20 ms frames of 16 kHz PCM, as SIP's clock thread does."""
-        resampler = av.AudioResampler(
-            format="s16", layout="mono", rate=SAMPLE_RATE, frame_size=SAMPLES_PER_FRAME
-        )
+        downsample = Rechunked("mono", SAMPLE_RATE, SAMPLES_PER_FRAME)
         loop = self.worker.loop
         while not self.ended:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            for out in resampler.resample(frame):
-                data = bytes(out.planes[0])[:FRAME_BYTES]
-                if len(data) != FRAME_BYTES:
-                    continue
+            for data in downsample.feed(frame):
                 level = rms(data)
                 self.received.append((data, level))
                 if self.hints.due(level):
