@@ -100,6 +100,11 @@ async def test_bad_offers_get_an_error_on_the_socket_and_harm_no_one(
             assert "no call" in (await visitor.expect("error"))["reason"]
             await visitor.send({"type": "call", "sdp": {"not": "text"}})
             assert "sdp" in (await visitor.expect("error"))["reason"]
+            await visitor.send({"type": "candidate", "candidate": "candidate:1 1 udp 1 x 9 typ"})
+            assert "no call" in (await visitor.expect("error"))["reason"]
+            await caller.send({"type": "candidate", "candidate": "not a candidate"})
+            assert "ICE candidate" in (await caller.expect("error"))["reason"]
+            await caller.send({"type": "candidate", "candidate": "candidate:x", "sdpMid": "0"})
 
             # The call goes on: its keys still answer; the visitor still chats.
             keys.send(ALICE["account"])

@@ -33,6 +33,7 @@ from aiortc import (
 )
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
 
 from ivr.media.audio import FRAME_MS, SAMPLE_RATE, SILENCE
 from ivr.media.leg import VoiceLeg
@@ -201,6 +202,28 @@ class BrowserLeg(VoiceLeg):
         listen_sooner(pc)
         self._spawn(self._connect_or_give_up())
         return pc.localDescription.sdp
+
+    def add_candidate(self, line: object, mid: object, index: object) -> None:
+        """A candidate the browser trickled after its offer (`candidate:...`). mDNS ones
+        (`<uuid>.local`) are skipped: resolving them takes aioice up to a second, and the
+        browser's checks reveal that address anyway (a peer-reflexive candidate)."""
+        pc = self.pc
+        if pc is None or not isinstance(line, str) or ".local " in line:
+            return
+        try:
+            candidate = candidate_from_sdp(line.split(":", 1)[1])
+        except (IndexError, ValueError) as exc:
+            log.info("browser call %s: unreadable ICE candidate: %s", self.key, exc)
+            return
+        candidate.sdpMid = mid if isinstance(mid, str) else None
+        candidate.sdpMLineIndex = index if isinstance(index, int) else None
+        self._spawn(self._add_candidate(pc, candidate))
+
+    async def _add_candidate(self, pc: RTCPeerConnection, candidate: Any) -> None:
+        try:
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:  # a candidate we cannot use: the others may do
+            log.info("browser call %s: ICE candidate refused: %s", self.key, exc)
 
     # ---------------------------------------------------------------- aiortc events
 

@@ -259,6 +259,12 @@ class MediaWorker:
             leg.playback.enqueue(self._frames(message), spec.barge_in)
             leg.playback.feed()
             leg.listen(int(message["request"]), spec)
+        elif op == "candidate":
+            add_candidate = getattr(leg, "add_candidate", None)
+            if add_candidate is not None:  # a browser call's trickled ICE candidate
+                add_candidate(
+                    message.get("candidate"), message.get("sdpMid"), message.get("sdpMLineIndex")
+                )
         elif op == "stop":
             leg.stop()
         elif op == "transfer":

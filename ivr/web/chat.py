@@ -6,6 +6,8 @@ Protocol (JSON text frames). Customer -> server:
   {"type": "dtmf", "digits": "1234#"}     keypad presses (the widget's keypad, outside a call)
   {"type": "call", "sdp": "<offer>"}      a browser call: the conversation moves to it (or
                                           starts on it), see ivr.web.visitor
+  {"type": "candidate", "candidate": "candidate:...", "sdpMid": "0", "sdpMLineIndex": 0}
+                                          the browser's ICE candidates, after the offer
   {"type": "hangup"}                      ends the call; the conversation goes on in the chat
 Server -> customer:
   {"type": "hello", "call": bool, "ice_servers": [...]}   first: can this server take calls
@@ -130,6 +132,8 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
                     await visitor.start_chat(frame)
                 elif kind == "call":
                     await visitor.place_call(frame)
+                elif kind == "candidate":
+                    visitor.add_candidate(frame)
                 elif kind == "hangup":
                     visitor.hang_up()
                 else:

@@ -30,6 +30,7 @@ log = logging.getLogger("ivr.chat")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_SDP_BYTES = 64 * 1024
+MAX_CANDIDATE_BYTES = 512
 
 
 class BadMessage(ValueError):
@@ -141,6 +142,28 @@ class Visitor:
             handle.send("hangup", now=True)
             self.call = None
             await self._call_error(f"the call cannot continue this conversation: {exc}")
+
+    def add_candidate(self, frame: dict[str, Any]) -> None:
+        """One of the browser's ICE candidates, trickled after its offer."""
+        if self.call is None:
+            raise BadMessage("there is no call for this candidate", "no_call")
+        candidate, mid, index = (
+            frame.get("candidate"),
+            frame.get("sdpMid"),
+            frame.get("sdpMLineIndex"),
+        )
+        if (
+            not isinstance(candidate, str)
+            or not candidate.startswith("candidate:")
+            or len(candidate) > MAX_CANDIDATE_BYTES
+            or not (isinstance(mid, str) or isinstance(index, int))
+        ):
+            raise BadMessage(
+                '"candidate" must be an ICE candidate line ("candidate:...") with its '
+                '"sdpMid" or "sdpMLineIndex"',
+                "malformed",
+            )
+        self.call.send("candidate", candidate=candidate, sdpMid=mid, sdpMLineIndex=index)
 
     def hang_up(self) -> None:
         if self.call is None:

@@ -44,9 +44,6 @@
     disconnected: "disconnected",
   };
   const CHANNEL_ICONS = { chat: "💬", call: "📞" };
-  // Waiting for every ICE candidate before sending the offer (no trickle) costs ~100 ms on a
-  // LAN; a stalled gatherer must not hold the call: send what we have after this long.
-  const ICE_GATHER_MAX_MS = 250;
   // From the offer to "connected": past this the call is given up and the chat goes on.
   const CALL_SETUP_MAX_MS = 20000;
   const SECURE_TEXT = "••••"; // a typed secure answer: not even its length is shown
@@ -591,7 +588,7 @@
   function newCall() {
     call = {
       pc: null, stream: null, keys: null, pendingKeys: [], connected: false, botState: null,
-      offered: false, timer: null,
+      offered: false, timer: null, answered: false, pendingCandidates: [],
       // Whether the question being answered is secure: true, false or null (not known). The
       // call goes on at the chat's question; later questions are spoken, and known only when
       // the server flags them (a "secure" field on call_state or on the bot's caption).
@@ -645,8 +642,18 @@
         callFailed("the call could not connect");
       }
     };
+    // Trickle ICE: the offer goes at once (gathering takes 100 ms or more: it would delay
+    // every call), and our candidates follow it once the server has answered. The server's
+    // answer carries all of its own; until ours arrive it learns us from our checks.
+    pc.onicecandidate = (event) => {
+      const c = event.candidate;
+      if (!c || !c.candidate || call !== me) return;
+      const frame = { type: "candidate", candidate: c.candidate, sdpMid: c.sdpMid,
+        sdpMLineIndex: c.sdpMLineIndex };
+      if (me.answered) send(frame);
+      else me.pendingCandidates.push(frame);
+    };
     await pc.setLocalDescription(await pc.createOffer());
-    await iceGathered(pc, ICE_GATHER_MAX_MS);
     if (call !== me) return;
     me.timer = setTimeout(() => {
       if (call === me && !me.connected) callFailed("the call could not connect in time");
@@ -657,27 +664,13 @@
     if (!me.offered) callFailed("the connection to the server was lost");
   }
 
-  function iceGathered(pc, maxMs) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        pc.removeEventListener("icegatheringstatechange", check);
-        resolve();
-      };
-      const check = () => {
-        if (pc.iceGatheringState === "complete") done();
-      };
-      const timer = setTimeout(done, maxMs);
-      pc.addEventListener("icegatheringstatechange", check);
-    });
-  }
-
   async function onCallAnswer(sdp) {
     const me = call;
     if (!me || !me.pc) return;
     try {
       await me.pc.setRemoteDescription({ type: "answer", sdp });
+      me.answered = true;
+      for (const frame of me.pendingCandidates.splice(0)) send(frame);
     } catch (error) {
       if (call === me) {
         send({ type: "hangup" });
