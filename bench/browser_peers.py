@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import bisect
 import contextlib
-import fractions
 import itertools
 import json
 import math
@@ -39,14 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-import av  # noqa: E402
 import numpy as np  # noqa: E402
 import soxr  # noqa: E402
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 from aiortc.rtcrtpreceiver import RTCRtpReceiver  # noqa: E402
 
-from ivr.media.webrtc import use_host_addresses  # noqa: E402
+from ivr.media.webrtc import PacedTrack, use_host_addresses  # noqa: E402
 from ivr.softphone.audio import frame_rms, split_frames, synthesise  # noqa: E402
 
 THRESHOLD = 400.0  # frame RMS counted as speech, as bench/voice_calls.py and sip_caller.py
@@ -129,39 +127,19 @@ class Clip:
         return cls(browser_frames(b"".join(frames[lead:])), loud[-1] - lead)
 
 
-class PeerVoice(MediaStreamTrack):
-    """The visitor's microphone: one 48 kHz stereo frame from `mouth` per `recv`, paced by
-    the wall clock as aiortc's senders expect of a live track (silence when it has none)."""
-
-    kind = "audio"
+class PeerVoice(PacedTrack):
+    """The visitor's microphone: one 48 kHz stereo frame from `mouth` per `recv` (silence when
+    it has none), paced as the server's own track is."""
 
     def __init__(self, mouth: Mouth) -> None:
         super().__init__()
         self.mouth = mouth
-        self._start: float | None = None
-        self._pts = 0
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        else:
-            self._pts += PEER_SAMPLES
-            wait = self._start + self._pts / PEER_RATE - now
-            if wait > 0:
-                await asyncio.sleep(wait)
+    def next_frame(self) -> bytes:
         try:
-            data = self.mouth.popleft()
+            return self.mouth.popleft()
         except IndexError:
-            data = PEER_SILENCE
-        frame = av.AudioFrame(format="s16", layout="stereo", samples=PEER_SAMPLES)
-        frame.planes[0].update(data)
-        frame.sample_rate = PEER_RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, PEER_RATE)
-        return frame
+            return PEER_SILENCE
 
 
 class Mouth(deque[bytes]):

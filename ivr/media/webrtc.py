@@ -119,22 +119,23 @@ def pcm_frame(data: bytes, layout: str, rate: int, samples: int, pts: int) -> av
     return frame
 
 
-class BotVoice(MediaStreamTrack):
-    """The bot's audio: one 20 ms frame from `outgoing` per `recv`, paced by the wall clock
-    (silence when nothing is queued), as aiortc's senders expect of a live track.
+class PacedTrack(MediaStreamTrack):
+    """A live audio track of 20 ms frames of Opus's own 48 kHz stereo, one per `recv`, paced
+    by the wall clock as aiortc's senders expect; subclasses say what each frame holds.
 
-    Sent as Opus's own 48 kHz stereo: aiortc's encoder resamples anything else through a
-    resampler that holds each frame back until the next (20 ms on every prompt's start and
-    on every barge-in)."""
+    Opus's own format: aiortc's encoder resamples anything else through a resampler that holds
+    each frame back until the next (20 ms on every prompt's start and on every barge-in)."""
 
     kind = "audio"
 
-    def __init__(self, outgoing: deque[bytes]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.outgoing = outgoing
         self._start: float | None = None
         self._pts = 0
-        self._upsample = Rechunked("stereo", OPUS_RATE, OPUS_FRAME)
+
+    def next_frame(self) -> bytes:
+        """The next 20 ms: OPUS_FRAME stereo samples (3840 bytes)."""
+        raise NotImplementedError
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -149,14 +150,25 @@ class BotVoice(MediaStreamTrack):
                 self._start = now - self._pts / OPUS_RATE
             elif wait > 0:
                 await asyncio.sleep(wait)
+        return pcm_frame(self.next_frame(), "stereo", OPUS_RATE, OPUS_FRAME, self._pts)
+
+
+class BotVoice(PacedTrack):
+    """The bot's audio: a frame popped from `outgoing` (silence when nothing is queued),
+    upsampled from our 16 kHz mono."""
+
+    def __init__(self, outgoing: deque[bytes]) -> None:
+        super().__init__()
+        self.outgoing = outgoing
+        self._upsample = Rechunked("stereo", OPUS_RATE, OPUS_FRAME)
+
+    def next_frame(self) -> bytes:
         try:
             data = self.outgoing.popleft()
         except IndexError:
             data = SILENCE
-        ours = pcm_frame(data, "mono", SAMPLE_RATE, SAMPLES_PER_FRAME, 0)
-        chunks = self._upsample.feed(ours)
-        out = chunks[0] if chunks else bytes(OPUS_FRAME * 4)
-        return pcm_frame(out, "stereo", OPUS_RATE, OPUS_FRAME, self._pts)
+        chunks = self._upsample.feed(pcm_frame(data, "mono", SAMPLE_RATE, SAMPLES_PER_FRAME, 0))
+        return chunks[0] if chunks else bytes(OPUS_FRAME * 4)
 
 
 @dataclass(eq=False)
