@@ -376,10 +376,17 @@ def _check_webrtc(webrtc: WebRtcSettings, where: Callable[[str, str], str]) -> N
             ) from None
     for server in webrtc.ice_server_list():
         url = str(server["urls"][0])  # type: ignore[index]
-        if not re.match(r"(stuns?|turns?):[^\s]+$", url, re.I):
+        try:  # what the media workers' aiortc will accept (lower-case scheme, host[:port])
+            from aiortc.rtcicetransport import parse_stun_turn_uri
+
+            parse_stun_turn_uri(url)
+        except ImportError:  # no aiortc here: browser calls cannot start anyway
+            pass
+        except ValueError as exc:
             raise ConfigError(
-                f"{where('webrtc', 'ice_servers')}: {url!r} is not a stun: or turn: URL"
-            )
+                f"{where('webrtc', 'ice_servers')}: {url!r} is not a stun: or turn: URL "
+                f"like stun:stun.example.com:3478 ({exc})"
+            ) from None
 
 
 def _check_sip(sip: SipSettings, where: Callable[[str, str], str]) -> None:

@@ -189,8 +189,14 @@ def test_bad_variable_is_named() -> None:
         ("[nlu]\n\nengine = spacy\n", None, r":3: \[nlu\] engine: expected builtin or rasa"),
         ("[log]\nlevel = loud\n", None, r":2: \[log\] level: expected debug"),
         ("", "IVR_HTTP_PORT=0", r"^IVR_HTTP_PORT: 0 is not a TCP port"),
+        (
+            "[webrtc]\nice_servers = stun:ok.example.com, STUN:loud.example.com\n",
+            None,
+            r":2: \[webrtc\] ice_servers: 'STUN:loud.example.com' is not a stun: or turn: URL",
+        ),
+        ("[webrtc]\naddresses = 127.0.0.1, lo\n", None, r":2: \[webrtc\] addresses: 'lo' is not"),
     ],
-    ids=["port range", "nlu engine", "log level", "variable"],
+    ids=["port range", "nlu engine", "log level", "variable", "ice server", "address"],
 )
 def test_values_out_of_range_name_where_they_were_written(
     tmp_path: Path, text: str, variable: str | None, pattern: str

@@ -93,13 +93,24 @@ async def test_bad_offers_get_an_error_on_the_socket_and_harm_no_one(
             refused = await visitor.expect("call_error")
             assert "refused" in refused["reason"]
             await visitor.send({"type": "call"})
-            assert "sdp" in (await visitor.expect("error"))["reason"]
+            assert "sdp" in (await visitor.expect("call_error"))["reason"]
             await visitor.send({"type": "call", "sdp": "v=0\r\n" + "a=x\r\n" * 20000})
             assert "too large" in (await visitor.expect("error"))["reason"]
             await visitor.send({"type": "hangup"})
             assert "no call" in (await visitor.expect("error"))["reason"]
             await visitor.send({"type": "call", "sdp": {"not": "text"}})
-            assert "sdp" in (await visitor.expect("error"))["reason"]
+            assert "sdp" in (await visitor.expect("call_error"))["reason"]
+            await visitor.send({"type": "call", "sdp": "v=0\ud800"})  # not even UTF-8
+            assert (await visitor.expect("call_error"))["reason"]
+            for _ in range(25):  # a flood of candidates is cut off, the call unharmed
+                await caller.send(
+                    {
+                        "type": "candidate",
+                        "candidate": "candidate:1 1 udp 1 1.2.3.4 9 typ host",
+                        "sdpMid": "0",
+                    }
+                )
+            assert "more than 20" in (await caller.expect("error"))["reason"]
             await visitor.send({"type": "candidate", "candidate": "candidate:1 1 udp 1 x 9 typ"})
             assert "no call" in (await visitor.expect("error"))["reason"]
             await caller.send({"type": "candidate", "candidate": "not a candidate"})

@@ -3,7 +3,7 @@
 The visitor's browser sends an SDP offer over the widget's websocket; the control plane hands it
 to a media worker (`offer` command), which answers it here. From then on the browser's audio
 arrives as Opus (48 kHz) and is resampled to our 16 kHz frames; the bot's 16 kHz frames go out
-paced by the wall clock (aiortc's Opus encoder resamples them); key presses arrive on a data
+paced by the wall clock as Opus's own 48 kHz stereo; key presses arrive on a data
 channel labelled "keys" (aiortc has no RFC 4733). Everything between — prompts, barge-in,
 speech and key detection — is `VoiceLeg`, shared with phone calls.
 
@@ -14,7 +14,6 @@ a thread per call and encodes in the loop's executor, neither of which touches p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import logging
 import time
@@ -46,6 +45,9 @@ OPUS_RATE = 48000
 OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000  # 960
 CONNECT_TIMEOUT = 15.0  # seconds from the answer to connected media, else the call ends
 MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is 2-6 kB
+# A browser trickles a handful (one per interface and protocol); aioice re-sorts its checks at
+# each, so thousands would stall the worker's loop, and every call on it, for seconds.
+MAX_CANDIDATES = 20
 KEYS = frozenset("0123456789*#ABCD")
 
 
@@ -78,6 +80,8 @@ def listen_sooner(pc: RTCPeerConnection) -> None:
         buffer = getattr(transceiver.receiver, "_RTCRtpReceiver__jitter_buffer", None)
         if isinstance(buffer, JitterBuffer) and getattr(buffer, "_prefetch", 0) > 1:
             buffer._prefetch = 1
+        elif not isinstance(buffer, JitterBuffer):
+            log.warning("aiortc's receive buffer has moved: browser turns are 60 ms slower")
 
 
 class Rechunked:
@@ -161,14 +165,17 @@ class BotVoice(PacedTrack):
         super().__init__()
         self.outgoing = outgoing
         self._upsample = Rechunked("stereo", OPUS_RATE, OPUS_FRAME)
+        self._ready: deque[bytes] = deque()  # upsampled, not sent yet (one frame in steady state)
 
     def next_frame(self) -> bytes:
-        try:
-            data = self.outgoing.popleft()
-        except IndexError:
-            data = SILENCE
-        chunks = self._upsample.feed(pcm_frame(data, "mono", SAMPLE_RATE, SAMPLES_PER_FRAME, 0))
-        return chunks[0] if chunks else bytes(OPUS_FRAME * 4)
+        if not self._ready:
+            try:
+                data = self.outgoing.popleft()
+            except IndexError:
+                data = SILENCE
+            ours = pcm_frame(data, "mono", SAMPLE_RATE, SAMPLES_PER_FRAME, 0)
+            self._ready.extend(self._upsample.feed(ours))
+        return self._ready.popleft() if self._ready else bytes(OPUS_FRAME * 4)
 
 
 @dataclass(eq=False)
@@ -179,6 +186,8 @@ class BrowserLeg(VoiceLeg):
     on_over: Callable[[BrowserLeg, str], None] | None = None  # the worker's `finish`
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     connected: bool = False
+    candidates: int = 0  # trickled by the browser so far
+    reading: bool = False  # the browser's audio track is being read (one only)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -187,6 +196,8 @@ class BrowserLeg(VoiceLeg):
     async def accept(self, offer_sdp: str, ice_servers: list[dict[str, Any]]) -> str:
         """Answer the browser's offer; the answer's SDP (with our candidates) is returned.
         `ice_servers`: as the browser's RTCIceServer dictionaries (urls, username, credential)."""
+        if self.ended:  # hung up before we got to it
+            raise BadOffer("the call ended before its offer was answered")
         if len(offer_sdp) > MAX_OFFER_BYTES:
             raise BadOffer(f"the offer is larger than {MAX_OFFER_BYTES} bytes")
         if "m=audio" not in offer_sdp:
@@ -204,13 +215,15 @@ class BrowserLeg(VoiceLeg):
         pc = self.pc = RTCPeerConnection(config)
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
-        pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
         pc.addTrack(BotVoice(self.outgoing))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
             raise BadOffer(f"cannot answer the offer: {exc or type(exc).__name__}") from None
+        if self.ended:  # hung up meanwhile: release() has closed the connection
+            raise BadOffer("the call ended before its offer was answered")
         listen_sooner(pc)
         self._spawn(self._connect_or_give_up())
         return pc.localDescription.sdp
@@ -222,9 +235,16 @@ class BrowserLeg(VoiceLeg):
         pc = self.pc
         if pc is None or not isinstance(line, str) or ".local " in line:
             return
+        self.candidates += 1
+        if self.candidates > MAX_CANDIDATES:
+            if self.candidates == MAX_CANDIDATES + 1:
+                log.warning(
+                    "browser call %s: more than %d ICE candidates", self.key, MAX_CANDIDATES
+                )
+            return
         try:
             candidate = candidate_from_sdp(line.split(":", 1)[1])
-        except (IndexError, ValueError) as exc:
+        except (IndexError, ValueError, AssertionError) as exc:  # aiortc asserts 8 fields
             log.info("browser call %s: unreadable ICE candidate: %s", self.key, exc)
             return
         candidate.sdpMid = mid if isinstance(mid, str) else None
@@ -240,7 +260,8 @@ class BrowserLeg(VoiceLeg):
     # ---------------------------------------------------------------- aiortc events
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
+        if track.kind == "audio" and not self.reading:  # one voice: a second track is ignored
+            self.reading = True
             self._spawn(self._read(track))
 
     def _on_datachannel(self, channel: Any) -> None:
@@ -256,9 +277,10 @@ class BrowserLeg(VoiceLeg):
                 if key in KEYS:
                     self.digit(key, now)
 
-    def _on_connection_state(self) -> None:
-        assert self.pc is not None
-        state = self.pc.connectionState
+    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
+        if self.ended:  # our own close, at release
+            return
+        state = pc.connectionState
         if state == "connected" and not self.connected:
             self.connected = True
             self.answer(self.worker.loop.time())  # from now [sip] max_call_seconds counts
@@ -282,11 +304,14 @@ class BrowserLeg(VoiceLeg):
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            for data in downsample.feed(frame):
-                level = rms(data)
-                self.received.append((data, level))
-                if self.hints.due(level):
-                    self.tick(loop.time())
+            try:
+                for data in downsample.feed(frame):
+                    level = rms(data)
+                    self.received.append((data, level))
+                    if self.hints.due(level):
+                        self.tick(loop.time())
+            except Exception:  # one bad frame must not deafen the call for good
+                log.exception("browser call %s: a received frame failed", self.key)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -321,10 +346,14 @@ class BrowserLeg(VoiceLeg):
             task.cancel()
         pc, self.pc = self.pc, None
         if pc is not None:
-            close = asyncio.ensure_future(pc.close())
-            self.worker.spawn(_quietly(close))
+            pc.remove_all_listeners()  # nothing of this call runs for its own close
+            self.worker.spawn(_close(self.key, pc))
 
 
-async def _quietly(task: asyncio.Future[Any]) -> None:
-    with contextlib.suppress(Exception):
-        await task
+async def _close(key: str, pc: RTCPeerConnection) -> None:
+    """Close a call's connection (its ICE sockets, DTLS, SCTP), saying so if it fails: a
+    half-closed connection keeps its UDP sockets open for good."""
+    try:
+        await pc.close()
+    except Exception:
+        log.exception("browser call %s: closing its connection failed", key)

@@ -308,8 +308,9 @@ class MediaWorker:
         try:
             answer = await leg.accept(sdp, list(self.options.ice_servers))
         except BadOffer as exc:
-            log.warning("browser call %s: %s", leg.key, exc)
-            self.finish(leg, 488, str(exc))
+            if not leg.ended:  # else it was hung up meanwhile and said so already
+                log.warning("browser call %s: %s", leg.key, exc)
+                self.finish(leg, 488, str(exc))
             return
         if not leg.ended:
             self.emit({"event": "webrtc_answer", "call": leg.key, "sdp": answer})

@@ -13,8 +13,10 @@ Server -> customer:
   {"type": "hello", "call": bool, "ice_servers": [...]}   first: can this server take calls
   {"type": "conversation", "id": "..."}   once started
   {"type": "call_answer", "sdp": "..."}   the media worker's answer to the offer
-  {"type": "call_state", "state": "speaking" | "listening" | "waiting" | "ended"}
-  {"type": "caption", "who": "bot" | "customer", "text": "...", "final": bool}
+  {"type": "call_state", "state": "speaking" | "listening" | "waiting" | "ended", "reason"?}
+  {"type": "caption", "who": "bot" | "customer", "text": "...", "final": bool, "secure"?: bool}
+                                          (secure: on a question's caption, whether its answer
+                                          is secret; a secret answer's caption is dots)
   {"type": "call_error", "reason": "..."} the call was refused or failed; the chat goes on
   {"type": "bot", "text": "...", "expects_answer": bool, "secure": bool, "choices": [...]}
   {"type": "transfer", ...}, {"type": "end", "reason": "..."}

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from ivr.channels.chat import ChatChannel
+from ivr.channels.voice.gateway import NoMediaWorker
 from ivr.conversation import Status
 from ivr.conversation_service import LiveRun, UnknownFlow
 from ivr.flow.channel import CustomerInput
@@ -30,7 +31,9 @@ log = logging.getLogger("ivr.chat")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_SDP_BYTES = 64 * 1024
-MAX_CANDIDATE_BYTES = 512
+MAX_CANDIDATE_CHARS = 512
+MAX_CANDIDATES = 20  # a browser trickles a handful: one per interface and protocol
+RETURN_TIMEOUT = 10.0  # seconds for an ended call's conversation to be back in the chat
 
 
 class BadMessage(ValueError):
@@ -50,6 +53,8 @@ class Visitor:
         self.live: LiveRun | None = None
         self.call: Any = None  # the CallHandle of the browser call in progress
         self._moving: LiveRun | None = None  # a run we cancelled to continue it elsewhere
+        self._returning: asyncio.Task[Any] | None = None  # an ended call's run going back to chat
+        self._candidates = 0  # ICE candidates the browser trickled for the current call
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
 
@@ -84,53 +89,62 @@ class Visitor:
         live = self.live
         if live is None:
             raise BadMessage('send {"type": "start"} first', "not_started")
-        if live.task.done() or live.conv.status is not Status.ACTIVE:
+        returning = self._returning is not None and not self._returning.done()
+        if not returning and (live.task.done() or live.conv.status is not Status.ACTIVE):
             raise BadMessage(_why_no_bot(live), "run_over")
+        # Back from a call, the chat's run may not have asked yet: the message waits for it.
         if not self.chat.deliver(answer):
             raise BadMessage("too many messages at once; wait for the answer", "flood")
 
     # ---------------------------------------------------------------- calls
 
     async def place_call(self, frame: dict[str, Any]) -> None:
-        """Answer the browser's offer and run the conversation on the call."""
+        """Answer the browser's offer and run the conversation on the call. Every refusal is
+        a `call_error`: the widget ends the call it was setting up, and the chat goes on."""
+        try:
+            await self._place_call(frame)
+        except BadMessage as exc:
+            self.app[METRICS].chat_errors.labels(exc.label).inc()
+            await self.send({"type": "call_error", "reason": str(exc)})
+
+    async def _place_call(self, frame: dict[str, Any]) -> None:
         if self.call is not None:
             raise BadMessage("a call is already in progress", "in_call")
         sdp = frame.get("sdp")
         if not isinstance(sdp, str) or not sdp.strip():
             raise BadMessage('"sdp" must be the offer\'s SDP text', "malformed")
-        if len(sdp.encode()) > MAX_SDP_BYTES:
+        if len(sdp.encode("utf-8", "surrogatepass")) > MAX_SDP_BYTES:
             raise BadMessage(f"the offer is larger than {MAX_SDP_BYTES} bytes", "too_large")
         calls = self.browser_calls
         if calls is None or not calls.available:
-            await self._call_error("browser calls are not available on this server; chat works")
-            return
-        live = self.live
-        flow = None
-        if live is None:
-            flow = self._flow(frame)  # refused before a media worker is bothered
-        elif live.task.done() or live.conv.status is not Status.ACTIVE:
-            await self._call_error(_why_no_bot(live))
-            return
-        from ivr.channels.voice.gateway import NoMediaWorker
-
+            raise BadMessage("browser calls are not available on this server; chat works", "call")
+        if self._returning is not None:  # the last call is still handing back to the chat
+            try:
+                await asyncio.wait_for(asyncio.shield(self._returning), RETURN_TIMEOUT)
+            except TimeoutError:
+                raise BadMessage("the last call is still ending; try again", "call") from None
+        flow = self._flow(frame) if self.live is None else None  # before bothering a worker
+        self._check_continuable()
         try:
             handle, answer = await calls.place(sdp)
         except NoMediaWorker as exc:
-            await self._call_error(f"{exc}; chat works")
-            return
+            raise BadMessage(f"{exc}; chat works", "call") from None
         except ValueError as exc:
-            await self._call_error(f"the call was refused: {exc}")
-            return
+            raise BadMessage(f"the call was refused: {exc}", "call") from None
         except TimeoutError:
-            await self._call_error("no media worker answered the call in time; chat works")
-            return
-        if self.closed:  # the visitor left while the worker answered
-            handle.send("hangup", now=True)
-            return
-        self.call = handle
-        channel = calls.channel(handle, self.send)
-        await self.send({"type": "call_answer", "sdp": answer})
+            raise BadMessage(
+                "no media worker answered the call in time; chat works", "call"
+            ) from None
         try:
+            if self.closed or self.ws.closed:  # the visitor left while the worker answered
+                raise ConnectionResetError("the visitor left")
+            self._check_continuable()  # the chat may have ended meanwhile
+            live = self.live
+            self.call = handle
+            self._candidates = 0
+            handle.observers.append(functools.partial(self._on_call_event, handle))
+            channel = calls.channel(handle, self.send)
+            await self.send({"type": "call_answer", "sdp": answer})
             if live is None:
                 assert flow is not None
                 self._adopt(await self._start(channel, flow))
@@ -138,10 +152,25 @@ class Visitor:
             else:
                 self._moving = live
                 self._adopt(await self.app[CONVERSATIONS].resume(live.conv.id, channel))
-        except (BadMessage, KeyError, ValueError) as exc:
+        except (BadMessage, KeyError, ValueError, ConnectionError) as exc:
             handle.send("hangup", now=True)
             self.call = None
-            await self._call_error(f"the call cannot continue this conversation: {exc}")
+            self._moving = None
+            if isinstance(exc, BadMessage):
+                raise
+            if not isinstance(exc, ConnectionError):
+                raise BadMessage(
+                    f"the call cannot continue this conversation: {exc}", "call"
+                ) from None
+
+    def _check_continuable(self) -> None:
+        live = self.live
+        if live is not None and (live.task.done() or live.conv.status is not Status.ACTIVE):
+            raise BadMessage(_why_no_bot(live), "run_over")
+
+    def _on_call_event(self, handle: Any, event: dict[str, Any]) -> None:
+        if event.get("event") == "ended" and self.call is handle:
+            self.call = None  # typing is the visitor's again, even while the run winds down
 
     def add_candidate(self, frame: dict[str, Any]) -> None:
         """One of the browser's ICE candidates, trickled after its offer."""
@@ -155,7 +184,7 @@ class Visitor:
         if (
             not isinstance(candidate, str)
             or not candidate.startswith("candidate:")
-            or len(candidate) > MAX_CANDIDATE_BYTES
+            or len(candidate) > MAX_CANDIDATE_CHARS
             or not (isinstance(mid, str) or isinstance(index, int))
         ):
             raise BadMessage(
@@ -163,16 +192,15 @@ class Visitor:
                 '"sdpMid" or "sdpMLineIndex"',
                 "malformed",
             )
+        self._candidates += 1
+        if self._candidates > MAX_CANDIDATES:
+            raise BadMessage(f"more than {MAX_CANDIDATES} ICE candidates for one call", "flood")
         self.call.send("candidate", candidate=candidate, sdpMid=mid, sdpMLineIndex=index)
 
     def hang_up(self) -> None:
         if self.call is None:
             raise BadMessage("there is no call to hang up", "no_call")
         self.call.send("hangup", now=True)  # the call's run ends, then the chat resumes
-
-    async def _call_error(self, reason: str) -> None:
-        self.app[METRICS].chat_errors.labels("call").inc()
-        await self.send({"type": "call_error", "reason": reason})
 
     # ---------------------------------------------------------------- runs
 
@@ -203,15 +231,20 @@ class Visitor:
         if live is self._moving:  # we moved it to the call ourselves: nothing is over
             self._moving = None
             return
-        on_call = self.call is not None and live.channel is not self.chat
+        on_call = live.channel is not self.chat
         if on_call:
-            call, self.call = self.call, None
-            call.send("hangup")  # after what is still queued; nothing when it has ended
+            call = getattr(live.channel, "call", None)
+            if call is not None:
+                call.send("hangup")  # after what is still queued; nothing when it has ended
+            if self.call is call:
+                self.call = None
         if self.closed or self.live is not live:
             return
         if on_call and not task.cancelled() and live.conv.status is Status.ACTIVE:
             # The visitor hung up or the call dropped mid-flow: back to the chat, same step.
-            self._spawn(self._back_to_chat(live))
+            self._returning = asyncio.ensure_future(self._back_to_chat(live))
+            self._tasks.add(self._returning)
+            self._returning.add_done_callback(self._tasks.discard)
             return
         if live.conv.status is Status.QUEUED and not task.cancelled():
             return  # the customer waits here for an agent
@@ -221,9 +254,13 @@ class Visitor:
     async def _back_to_chat(self, live: LiveRun) -> None:
         try:
             self._adopt(await self.app[CONVERSATIONS].resume(live.conv.id, self.chat))
-        except (KeyError, ValueError) as exc:
+        except Exception as exc:  # ended meanwhile, or the store is out: say so, close
             log.warning("conversation %s cannot go back to the chat: %s", live.conv.id, exc)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.send({"type": "end", "reason": "the conversation could not go on"})
             await self._finish(None, cancelled=False, on_call=True)
+        finally:
+            self._returning = None
 
     async def _finish(self, stop: Stop | None, *, cancelled: bool, on_call: bool) -> None:
         """The bot's part is over: close the socket (a chat already said so in an `end`)."""

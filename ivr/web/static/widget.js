@@ -277,11 +277,12 @@
 
     const online = !!session.ws && session.ws.readyState === WebSocket.OPEN;
     const canAnswer = online && !session.over;
-    ui.input.disabled = ui.send.disabled = !canAnswer;
+    // In a call the visitor answers by voice or keys: typed text would wait for the chat.
+    ui.input.disabled = ui.send.disabled = !canAnswer || !!call;
     ui.input.type = session.secure ? "password" : "text";
     ui.input.placeholder = session.secure
       ? "Your answer is hidden and never stored"
-      : call ? "Type or use the keypad…" : "Type your message…";
+      : call ? "In a call: speak, or use the keypad" : "Type your message…";
     for (const key of ui.keypad.querySelectorAll("button")) key.disabled = !canAnswer;
 
     ui.callButton.hidden = !!call;
@@ -423,6 +424,7 @@
         onCallState(frame);
         break;
       case "call_error":
+        if (call) call.offered = false; // the server holds no call: nothing to hang up
         if (call) callFailed(frame.reason || "the server refused it");
         else notice(`The call could not start: ${frame.reason || "the server refused it"}. ` +
           "You can keep chatting here.", "error", "call");
@@ -468,6 +470,8 @@
     line.classList.toggle("ivr-partial", frame.final === false);
     // A partial caption is replaced in place by the next one, until the final one.
     session.partials[who] = frame.final === false ? line : null;
+    // Answered: keys pressed before the next question may be for a PIN: dots until it says.
+    if (call && who === "customer" && frame.final !== false) call.secure = null;
   }
 
   // ---- chat and keys -------------------------------------------------------------------------
@@ -591,7 +595,7 @@
       offered: false, timer: null, answered: false, pendingCandidates: [],
       // Whether the question being answered is secure: true, false or null (not known). The
       // call goes on at the chat's question; later questions are spoken, and known only when
-      // the server flags them (a "secure" field on call_state or on the bot's caption).
+      // the server flags them (a "secure" field on the bot's caption of a question).
       secure: session.secure,
     };
     return call;
@@ -700,6 +704,7 @@
   }
 
   function callFailed(reason) {
+    if (call && call.offered) send({ type: "hangup" }); // the server may still hold it
     dropCall();
     notice(`The call could not go on: ${reason}. You can keep chatting here.`, "error", "call");
     render();
