@@ -7,6 +7,8 @@ The calls themselves, with a real browser, are in test_web_widget_calls.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +18,8 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from tests.serve_fixtures import ALICE, ServeApp
+from ivr.web.keys import SUPERVISOR
+from tests.serve_fixtures import ALICE, ServeApp, wait_until
 from tests.voice_fixtures import start_voice_server
 
 FRAME_TIMEOUT = 15.0
@@ -168,3 +171,46 @@ async def test_a_server_without_media_workers_says_calls_are_unavailable(
         assert "not available" in (await visitor.expect("call_error"))["reason"]
         await visitor.send({"type": "start"})
         await visitor.until(lambda f: f.get("type") == "bot" and f.get("expects_answer"))
+
+
+def udp_sockets(pid: int) -> int:
+    """The UDP sockets process `pid` holds (its fds that are sockets listed in /proc/net)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    udp = set()
+    for table in ("udp", "udp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                udp.add(row.split()[9])
+    return len(inodes & udp)
+
+
+async def test_ended_browser_calls_give_back_their_sockets(
+    serve_app: ServeApp, tmp_path: Path
+) -> None:
+    """A long-running media worker must not run out of file descriptors: every call's ICE
+    sockets are closed when it ends, whoever hangs up."""
+    server = await start_voice_server(serve_app, tmp_path)
+    pid = server.served.app[SUPERVISOR].children["media-1"].pid
+    before = udp_sockets(pid)
+    for _ in range(3):
+        async with page(server.served.url) as visitor:
+            await visitor.expect("hello")
+            pc = RTCPeerConnection()
+            try:
+                await call_from(visitor, pc)
+                await visitor.expect("call_state", state="listening")
+                assert udp_sockets(pid) > before  # the call's own
+                await visitor.send({"type": "hangup"})
+                await visitor.expect("call_state", state="ended")
+            finally:
+                await pc.close()
+
+    async def given_back() -> bool:
+        return udp_sockets(pid) <= before
+
+    await wait_until(given_back, timeout=10)
