@@ -105,7 +105,8 @@ class Visitor:
             await self._place_call(frame)
         except BadMessage as exc:
             self.app[METRICS].chat_errors.labels(exc.label).inc()
-            await self.send({"type": "call_error", "reason": str(exc)})
+            with contextlib.suppress(ConnectionError, RuntimeError):  # the socket may be closing
+                await self.send({"type": "call_error", "reason": str(exc)})
 
     async def _place_call(self, frame: dict[str, Any]) -> None:
         if self.call is not None:
