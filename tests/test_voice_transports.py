@@ -28,7 +28,7 @@ from ivr.config import ConfigError, load_settings
 from ivr.conversation import Conversation, Role, Status
 from ivr.web.keys import STORE
 from tests.serve_fixtures import REPO, ServeApp, free_port
-from tests.voice_fixtures import VoiceServer, free_udp_tcp_port, start_voice_server
+from tests.voice_fixtures import CallResult, VoiceServer, free_udp_tcp_port, start_voice_server
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -126,6 +126,17 @@ async def keys_server(
     return server, tls_port
 
 
+async def assert_pressed_2_over(server: VoiceServer, result: CallResult, transport: str) -> None:
+    """The call went over `transport`, the flow took key 2 and said the address, then hung up."""
+    assert result.ok, (result.outcome, result.stderr[-2000:])
+    assert result.outcome["transport"] == transport
+    assert result.outcome["hung_up_by"] == "remote"
+    conv = await server.last_conversation()
+    assert conv.status is Status.ENDED and conv.position.flow == "keys"
+    assert customer_texts(conv) == ["2"]
+    assert bot_texts(conv)[-1] == ADDRESS
+
+
 async def test_a_call_over_tcp_follows_the_keys_through_the_menu(
     serve_app: ServeApp,
     flow_files: tuple[Path, Path],
@@ -136,13 +147,8 @@ async def test_a_call_over_tcp_follows_the_keys_through_the_menu(
     result = await server.call(
         "6000", *PRESS_2, uri=f"sip:6000@127.0.0.1:{server.sip_port};transport=tcp"
     )
-    assert result.ok, (result.outcome, result.stderr[-2000:])
-    assert result.outcome["transport"] == "tcp"
-    assert result.outcome["hung_up_by"] == "remote"
+    await assert_pressed_2_over(server, result, "tcp")
     conv = await server.last_conversation()
-    assert conv.status is Status.ENDED and conv.position.flow == "keys"
-    assert customer_texts(conv) == ["2"]
-    assert bot_texts(conv)[-1] == ADDRESS
     assert all(t.channel == "sip" for t in conv.timeline)
 
 
@@ -167,13 +173,7 @@ async def test_a_call_over_tls_with_keys_as_sip_info_takes_the_menu_branch(
         uri=uri,
         extra=["--tls-ca", str(certificates.ca), "--dtmf-method", "info"],
     )
-    assert result.ok, (result.outcome, result.stderr[-2000:])
-    assert result.outcome["transport"] == "tls"
-    assert result.outcome["hung_up_by"] == "remote"
-    conv = await server.last_conversation()
-    assert conv.status is Status.ENDED and conv.position.flow == "keys"
-    assert customer_texts(conv) == ["2"]
-    assert bot_texts(conv)[-1] == ADDRESS
+    await assert_pressed_2_over(server, result, "tls")
 
 
 async def test_a_sips_uri_reaches_the_flow(
