@@ -24,6 +24,7 @@ if [[ "${1:-serve}" == "test" ]]; then
     have_cmd baresip || need+=(baresip-core) # a third-party softphone as a caller
     have_cmd sipp || need+=(sip-tester)      # SIP load and malformed traffic
     have_cmd chromium || need+=(chromium)    # the visitor widget's tests (Playwright drives it)
+    have_cmd firefox-esr || need+=(firefox-esr) # the widget in the other engine (tests/firefox.py)
 fi
 
 if ((${#need[@]} == 0)); then

@@ -1,5 +1,6 @@
 pytest_plugins = [
     "tests.browser",
+    "tests.firefox",
     "tests.pg_server",
     "tests.rasa_server",
     "tests.serve_fixtures",
