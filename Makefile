@@ -25,7 +25,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/speech_streams.py
 	$(BIN)/python bench/concurrent_calls.py
 	$(BIN)/python bench/browser_calls.py
-	$(BIN)/python bench/widget_in_chromium.py
+	$(BIN)/python bench/widget_in_browser.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check ivr tests bench

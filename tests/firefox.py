@@ -31,7 +31,7 @@ FIREFOX = Path("/usr/bin/firefox-esr")
 TIMEOUT_S = 10.0
 
 # One preference a line; the values are JavaScript literals.
-_PREFERENCES: dict[str, object] = {
+PREFERENCES: dict[str, object] = {
     "media.navigator.streams.fake": True,
     "media.navigator.permission.disabled": True,
     "media.peerconnection.ice.loopback": True,
@@ -123,7 +123,7 @@ OpenFirefox = Callable[..., Awaitable[FirefoxPage]]
 
 
 @contextlib.asynccontextmanager
-async def _driver_site(
+async def driver_site(
     pages: dict[str, str],
 ) -> AsyncIterator[tuple[str, asyncio.Queue[FirefoxPage]]]:
     """Serves `pages` (path → HTML, each given the driver script) and `/driver`; every page that
@@ -164,7 +164,7 @@ async def _driver_site(
         await runner.cleanup()
 
 
-def _write_profile(profile: Path, preferences: dict[str, object]) -> None:
+def write_profile(profile: Path, preferences: dict[str, object]) -> None:
     profile.mkdir(parents=True)
     lines = [f"user_pref({json.dumps(k)}, {json.dumps(v)});" for k, v in preferences.items()]
     (profile / "user.js").write_text("\n".join(lines) + "\n")
@@ -205,9 +205,9 @@ async def firefox(tmp_path: Path) -> AsyncIterator[OpenFirefox]:
             path: str, pages: dict[str, str], *, preferences: dict[str, object] | None = None
         ) -> FirefoxPage:
             number = next(numbers)
-            site, connected = await stack.enter_async_context(_driver_site(pages))
+            site, connected = await stack.enter_async_context(driver_site(pages))
             profile = tmp_path / f"firefox-profile-{number}"
-            _write_profile(profile, {**_PREFERENCES, **(preferences or {})})
+            write_profile(profile, {**PREFERENCES, **(preferences or {})})
             log = tmp_path / f"firefox-{number}.log"
             await stack.enter_async_context(launch_firefox(profile, site + path, log))
             try:  # a cold start of Firefox takes ~2 s here

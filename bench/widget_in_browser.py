@@ -1,19 +1,21 @@
-"""The visitor widget in Debian's headless Chromium: page load -> call connected -> first bot
-audio heard, as a visitor's browser sees it.
+"""The visitor widget in Debian's headless Chromium and Firefox ESR: page load -> call connected ->
+first bot audio heard, as a visitor's browser sees it.
 
 Runs `ivr serve` as bench/browser_calls.py does (one media worker, browser calls on loopback)
 and a page on another loopback origin that carries the widget (`data-open="true"`). A script on
 the page presses Call as soon as the server's hello says calls are possible, and stamps, in the
 page's clock (ms after navigation start): the widget's script loaded, the page's load event,
-calls available,
-getUserMedia granted, the offer sent, `connected`, and the first bot audio heard (the inbound
-audio's `totalAudioEnergy` above zero; polled every 5 ms). Each sample is a fresh browser
-profile, so nothing is cached. Also printed: the browser's jitter-buffer delay over the first
-seconds of the call (what it adds to every turn, on top of bench/browser_calls.py's turn figure
-at the peer) and the time Chromium itself takes to start (not counted in the page's figures).
+calls available, getUserMedia granted, the offer sent, `connected`, and the first bot audio
+heard (the inbound audio's `totalAudioEnergy` above zero; polled every 5 ms). Each sample is a
+fresh browser profile, so nothing is cached.
 
-    .venv/bin/python bench/widget_in_chromium.py             # 10 page loads
-    .venv/bin/python bench/widget_in_chromium.py --samples 3
+Also printed: the browser's jitter-buffer delay over the first seconds of the call (what it adds
+to every turn, on top of bench/browser_calls.py's turn figure at the peer) and the time the
+browser itself takes to start (not in the page's figures). Firefox runs with plain host
+candidates on loopback, as Chromium does (tests/firefox.py drives it).
+
+    .venv/bin/python bench/widget_in_browser.py             # 10 page loads in each browser
+    .venv/bin/python bench/widget_in_browser.py --samples 3 --browser firefox
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from concurrent_calls import ROOT, machine
 
 sys.path.insert(0, str(ROOT))
 from tests.browser import launch_chromium
+from tests.firefox import PREFERENCES, driver_site, launch_firefox, write_profile
 
 STAMPS = ("script", "load", "available", "microphone", "offer", "connected", "audio")
 # Runs before the widget's script: wraps getUserMedia and the websocket's send to stamp them,
@@ -112,21 +115,42 @@ async def shop_site(html: str) -> Any:
         await runner.cleanup()
 
 
-async def one_page_load(url: str, profile: Path) -> tuple[dict[str, float], float]:
+async def chromium_page_load(html: str, profile: Path) -> tuple[dict[str, float], float]:
     """The page's stamps (ms after navigation start) and Chromium's own start (s)."""
-    began = time.monotonic()
-    async with launch_chromium(profile) as context:
-        started = time.monotonic() - began
-        page = await context.new_page()
-        await page.goto(url)
-        await page.wait_for_function("window.__t && window.__t.audio", timeout=15_000)
-        await page.wait_for_timeout(2000)  # the jitter-buffer figure over the first seconds
-        stamps = json.loads(await page.evaluate("JSON.stringify(window.__t)"))
+    async with shop_site(html) as url:
+        began = time.monotonic()
+        async with launch_chromium(profile) as context:
+            started = time.monotonic() - began
+            page = await context.new_page()
+            await page.goto(url)
+            await page.wait_for_function("window.__t && window.__t.audio", timeout=15_000)
+            await page.wait_for_timeout(2000)  # the jitter-buffer figure over the first seconds
+            stamps = json.loads(await page.evaluate("JSON.stringify(window.__t)"))
     return stamps, started
 
 
-def print_figures(samples: list[dict[str, float]], starts: list[float]) -> None:
-    print(f"\nms after navigation start, {len(samples)} page loads      p50    p95    max")
+async def firefox_page_load(html: str, profile: Path) -> tuple[dict[str, float], float]:
+    """The same in Firefox; its start is the time until the page's driver connects."""
+    write_profile(
+        profile, {**PREFERENCES, "media.peerconnection.ice.obfuscate_host_addresses": False}
+    )
+    async with driver_site({"/shop": html}) as (site, connected):
+        began = time.monotonic()
+        async with launch_firefox(profile, f"{site}/shop", profile.with_suffix(".log")):
+            page = await asyncio.wait_for(connected.get(), 30)
+            started = time.monotonic() - began
+            await page.wait_for("return window.__t && window.__t.audio", timeout=15)
+            await asyncio.sleep(2)  # the jitter-buffer figure over the first seconds
+            stamps = json.loads(await page.evaluate("return JSON.stringify(window.__t);"))
+    return stamps, started
+
+
+PAGE_LOADS = {"chromium": chromium_page_load, "firefox": firefox_page_load}
+
+
+def print_figures(browser: str, samples: list[dict[str, float]], starts: list[float]) -> None:
+    heading = f"{browser}: ms after navigation start, {len(samples)} page loads"
+    print(f"\n{heading:<55}p50    p95    max")
     for name in STAMPS:
         values = [s[name] for s in samples if name in s]
         print(f"   {name:<52}{pct(values, 50):6.0f} {pct(values, 95):6.0f} {max(values):6.0f}")
@@ -145,23 +169,26 @@ def print_figures(samples: list[dict[str, float]], starts: list[float]) -> None:
         f"the browser's jitter buffer, first seconds: {pct(jitter, 50):.0f} ms p50 (it adds this "
         "to every turn heard; bench/browser_calls.py times turns at the packet's arrival)"
     )
-    print(f"Chromium's own start (not in the figures above): {pct(starts, 50):.2f} s p50")
+    print(f"{browser}'s own start (not in the figures above): {pct(starts, 50):.2f} s p50")
 
 
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ivr-bench-widget-"))
-    print(f"widget_in_chromium: {machine()}, Python {platform.python_version()}")
+    print(f"widget_in_browser: {machine()}, Python {platform.python_version()}")
     server = None
     try:
         server = await start_server(tmp, 4)
-        async with shop_site(page_html(f"http://127.0.0.1:{server.http}")) as url:
+        html = page_html(f"http://127.0.0.1:{server.http}")
+        browsers = list(PAGE_LOADS) if args.browser == "both" else [args.browser]
+        for browser in browsers:
             samples, starts = [], []
             for index in range(args.samples):
-                stamps, started = await one_page_load(url, tmp / f"profile-{index}")
+                profile = tmp / f"{browser}-profile-{index}"
+                stamps, started = await PAGE_LOADS[browser](html, profile)
                 samples.append(stamps)
                 starts.append(started)
-                shutil.rmtree(tmp / f"profile-{index}", ignore_errors=True)
-        print_figures(samples, starts)
+                shutil.rmtree(profile, ignore_errors=True)
+            print_figures(browser, samples, starts)
     finally:
         if server is not None:
             with contextlib.suppress(Exception):
@@ -173,5 +200,6 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=10, help="page loads timed")
+    parser.add_argument("--samples", type=int, default=10, help="page loads timed, per browser")
+    parser.add_argument("--browser", choices=[*PAGE_LOADS, "both"], default="both")
     asyncio.run(main(parser.parse_args()))
