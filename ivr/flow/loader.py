@@ -6,7 +6,8 @@ path is mapped back to the line it came from. Cross-references (unknown steps, p
 templates) are checked afterwards by `validator.py` over the whole set.
 
 A file's kind is told by its top-level key: `flow:` (a flow), `intents:` (intent examples and
-entity patterns), `prompts:` (prompt texts of one language).
+entity patterns), `prompts:` (prompt texts of one language), `queues:` (human queues, see
+`ivr/routing/model.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.constructor import DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
 from ivr.flow.model import (
@@ -35,6 +36,7 @@ from ivr.flow.model import (
     Step,
 )
 from ivr.flow.problems import Problem
+from ivr.routing.model import QueueDefinition, QueuesHeader
 from ivr.speech.nlu.base import IntentCatalog
 
 M = TypeVar("M", bound=BaseModel)
@@ -113,8 +115,12 @@ class FlowSet:
     prompt_sources: dict[tuple[str, str], Problem] = field(default_factory=dict)
     intents: dict[str, IntentCatalog] = field(default_factory=dict)  # lang -> catalogue
     intent_sources: dict[tuple[str, str], Problem] = field(default_factory=dict)
+    queues: dict[str, QueueDefinition] = field(default_factory=dict)  # name -> queue
+    # The file each queue is written in: `.problem(msg, "queues", name, ...)` places errors.
+    queue_sources: dict[str, SourceDoc] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     broken_flows: set[str] = field(default_factory=set)  # named, but not valid: not "unknown"
+    broken_queues: set[str] = field(default_factory=set)  # the same for queues
 
     def flow_for_number(self, number: str | None) -> Flow | None:
         for flow in self.flows.values():
@@ -132,6 +138,14 @@ def yaml_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
+class _Constructor(RoundTripConstructor):
+    """Round-trip loading with dates left as text: ruamel raises a bare ValueError, with no
+    place, for a date-like `2026-13-01`; as text, the models parse dates and place errors."""
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_str)
+
+
 def parse_yaml(path: Path) -> tuple[SourceDoc | None, list[Problem]]:
     shown = str(path)
     try:
@@ -145,6 +159,7 @@ def parse_yaml(path: Path) -> tuple[SourceDoc | None, list[Problem]]:
     except OSError as exc:
         return None, [Problem(shown, 1, 1, f"cannot read: {exc.strerror}")]
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     yaml.allow_duplicate_keys = False
     try:
         root = yaml.load(text)
@@ -374,7 +389,9 @@ def load(paths: Iterable[Path]) -> tuple[FlowSet, list[Problem]]:
         flow_set.files.append(doc.path)
         root = doc.root
         if not isinstance(root, CommentedMap):
-            problems.append(doc.problem("expected a mapping with 'flow', 'intents' or 'prompts'"))
+            problems.append(
+                doc.problem("expected a mapping with 'flow', 'intents' or 'prompts' (or 'queues')")
+            )
         elif "flow" in root:
             flow, flow_problems = load_flow(doc)
             problems.extend(flow_problems)
@@ -396,11 +413,13 @@ def load(paths: Iterable[Path]) -> tuple[FlowSet, list[Problem]]:
             problems.extend(_load_intents(doc, flow_set))
         elif "prompts" in root:
             problems.extend(_load_prompts(doc, flow_set))
+        elif "queues" in root:
+            problems.extend(_load_queues(doc, flow_set))
         else:
             problems.append(
                 doc.problem(
-                    "not a flow, intents or prompts file: no 'flow', 'intents' or "
-                    "'prompts' key at the top"
+                    "not a flow, intents or prompts file, nor queues: no 'flow', 'intents', "
+                    "'prompts' or 'queues' key at the top"
                 )
             )
     return flow_set, problems
@@ -483,4 +502,51 @@ def _load_prompts(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
         catalogue[prompt_id] = (
             PromptVariants(voice=prompt, text=prompt) if isinstance(prompt, str) else prompt
         )
+    return problems
+
+
+QUEUE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def _load_queues(doc: SourceDoc, flow_set: FlowSet) -> list[Problem]:
+    """A queues file: each queue validated on its own (one bad queue does not hide the
+    others); a name defined before, in any file, is refused as a duplicate."""
+    raw = to_plain(doc.root)
+    entries = raw.get("queues")
+    _, problems = validate_model(QueuesHeader, {k: v for k, v in raw.items() if k != "queues"}, doc)
+    if not isinstance(entries, dict) or not entries:
+        return [*problems, doc.problem("'queues' must be a mapping of queue names", "queues")]
+    for name, value in entries.items():
+        if not QUEUE_NAME.match(name):
+            problems.append(
+                doc.problem(
+                    f"bad queue name {name!r}: use letters, digits, '_' and '-'",
+                    "queues",
+                    name,
+                    at_key=True,
+                )
+            )
+            continue
+        if name in flow_set.queue_sources:
+            first = flow_set.queue_sources[name].where("queues", name, at_key=True)
+            problems.append(
+                doc.problem(
+                    f"duplicate id: queue {name!r} is also defined at "
+                    f"{flow_set.queue_sources[name].path}:{first[0]}",
+                    "queues",
+                    name,
+                    at_key=True,
+                )
+            )
+            continue
+        flow_set.queue_sources[name] = doc
+        # `general:` with nothing after it is the smallest queue there is: all defaults.
+        queue, queue_problems = validate_model(
+            QueueDefinition, {} if value is None else value, doc, ("queues", name)
+        )
+        problems.extend(queue_problems)
+        if queue is None:
+            flow_set.broken_queues.add(name)
+        else:
+            flow_set.queues[name] = queue
     return problems

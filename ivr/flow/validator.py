@@ -2,7 +2,9 @@
 
 Unknown or unreachable steps, missing prompts, unknown intents, flows that are called but not
 defined, lookups without an error branch, templates that do not compile or name something no
-step defines, secure answers that would be spoken. Each problem points at the line it is about.
+step defines, secure answers that would be spoken; queues that transfers and overflows name but
+no `queues:` file defines, overflow cycles, the flows and prompts queues name. Each problem
+points at the line it is about.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.flow import model as m
-from ivr.flow.loader import Flow, FlowSet, load
+from ivr.flow.loader import Flow, FlowSet, SourceDoc, load
 from ivr.flow.problems import Problem, Severity
 from ivr.flow.templates import (
     KNOWN_ROOTS,
@@ -23,6 +25,7 @@ from ivr.flow.templates import (
     names_used,
     parse,
 )
+from ivr.routing.model import WEEKDAYS, QueueDefinition, parse_days
 
 CONVERSATION_FIELDS = ("id", "channel", "channels", "language", "contact")
 
@@ -202,6 +205,8 @@ class FlowChecker:
                     f"unknown step {target!r}{_hint(target, self.flow.steps)}", *here, *path
                 )
         self.check_flow_refs(step, here)
+        if isinstance(step, m.TransferStep) and step.transfer.queue is not None:
+            self.check_queue(step.transfer.queue, (*here, "transfer", "queue"))
         self.check_required_branches(step_id, step, here)
         texts = texts_of(step)
         for path, text in texts.spoken:
@@ -238,6 +243,12 @@ class FlowChecker:
                 "goto",
                 "step",
             )
+
+    def check_queue(self, name: str, path: tuple[str | int, ...]) -> None:
+        # Every queue must be defined, even with no queues file: a typo here would otherwise
+        # park customers in a queue no agent serves.
+        if name not in self.flow_set.queues and name not in self.flow_set.broken_queues:
+            self.report(f"unknown queue {name!r}{_unknown_queue_hint(name, self.flow_set)}", *path)
 
     def check_required_branches(self, step_id: str, step: m.Step, here: tuple[str, ...]) -> None:
         defaults = self.flow.header.defaults
@@ -378,11 +389,168 @@ class FlowChecker:
                     yield step.goto.step
 
 
+def _unknown_queue_hint(name: str, flow_set: FlowSet) -> str:
+    if not flow_set.queue_sources:
+        return "; no queues file defines any queue: add one with 'queues:' beside the flows"
+    return _hint(name, flow_set.queue_sources)
+
+
+class QueueChecker:
+    """Checks the queues of a set against each other and against the flows and prompts."""
+
+    def __init__(self, flow_set: FlowSet) -> None:
+        self.flow_set = flow_set
+        self.problems: list[Problem] = []
+
+    def report(
+        self, message: str, name: str, *path: str | int, severity: Severity = Severity.ERROR
+    ) -> None:
+        doc: SourceDoc = self.flow_set.queue_sources[name]
+        where = doc.problem(message, "queues", name, *path)
+        self.problems.append(Problem(where.file, where.line, where.col, message, severity))
+
+    def check(self) -> list[Problem]:
+        languages = self.languages()
+        for name, queue in self.flow_set.queues.items():
+            self.check_queue(name, queue, languages[name])
+        self.check_cycles()
+        return self.problems
+
+    def check_queue(self, name: str, queue: QueueDefinition, languages: set[str]) -> None:
+        overflow, hours = queue.overflow, queue.hours
+        if queue.max_wait is not None and overflow is None:
+            self.report(
+                "max_wait needs an overflow: say where a conversation goes after waiting "
+                "that long (queue, message or offer)",
+                name,
+                "max_wait",
+            )
+        if overflow is not None and queue.max_wait is None and (hours is None or hours.closed):
+            self.report(
+                "overflow is never used: set max_wait, or hours without closed",
+                name,
+                "overflow",
+                severity=Severity.WARNING,
+            )
+        if overflow is not None and overflow.queue is not None:
+            target = overflow.queue
+            if target not in self.flow_set.queues and target not in self.flow_set.broken_queues:
+                hint = _hint(target, self.flow_set.queue_sources)
+                self.report(f"unknown queue {target!r}{hint}", name, "overflow", "queue")
+        if overflow is not None and overflow.message is not None:
+            self.check_text(overflow.message, languages, name, "overflow", "message")
+        if queue.hold_music is not None:
+            self.check_text(queue.hold_music, languages, name, "hold_music")
+        if hours is not None:
+            self.check_days(name, list(hours.open))
+            if hours.closed is not None and hours.closed.flow is not None:
+                flow = hours.closed.flow
+                if flow not in self.flow_set.flows and flow not in self.flow_set.broken_flows:
+                    hint = _hint(flow, self.flow_set.flows)
+                    self.report(f"unknown flow {flow!r}{hint}", name, "hours", "closed", "flow")
+            if hours.closed is not None and hours.closed.message is not None:
+                message = hours.closed.message
+                self.check_text(message, languages, name, "hours", "closed", "message")
+
+    def check_days(self, name: str, specs: list[str]) -> None:
+        named: dict[int, str] = {}
+        for spec in specs:
+            for day in parse_days(spec):
+                if day in named:
+                    self.report(
+                        f"day {WEEKDAYS[day]!r} is in {named[day]!r} already: give each day once",
+                        name,
+                        "hours",
+                        "open",
+                        spec,
+                    )
+                    break
+                named[day] = spec
+
+    def check_text(self, text: str, languages: set[str], name: str, *path: str | int) -> None:
+        """A prompt id must be in the catalogue of every language whose callers can reach
+        the queue (of any catalogue when no flow reaches it); literal text must compile."""
+        if is_prompt_id(text):
+            catalogues = self.flow_set.prompts
+            for lang in sorted(languages):
+                prompts = catalogues.get(lang, {})
+                if text not in prompts:
+                    self.report(
+                        f"unknown prompt {text!r} (no such id in the {lang!r} prompt "
+                        f"catalogue){_hint(text, prompts)}",
+                        name,
+                        *path,
+                    )
+            if not languages and not any(text in p for p in catalogues.values()):
+                every_id = {i for p in catalogues.values() for i in p}
+                self.report(
+                    f"unknown prompt {text!r} (in no prompt catalogue){_hint(text, every_id)}",
+                    name,
+                    *path,
+                )
+            return
+        if not is_template(text):
+            return
+        try:
+            tree = parse(text, expression=False)
+        except TemplateProblem as exc:
+            self.report(str(exc), name, *path)
+            return
+        for use in names_used(tree):
+            if use.root == "secrets":
+                self.report("a secure answer (secrets) is never said: remove it", name, *path)
+            elif use.root not in KNOWN_ROOTS:
+                hint = _hint(use.root, KNOWN_ROOTS)
+                self.report(f"unknown name {use.root!r} in template{hint}", name, *path)
+
+    def languages(self) -> dict[str, set[str]]:
+        """Queue -> languages of the flows whose customers can end up waiting in it: by a
+        transfer step, or through other queues' overflow."""
+        found: dict[str, set[str]] = {name: set() for name in self.flow_set.queues}
+        for flow in self.flow_set.flows.values():
+            for step in flow.steps.values():
+                if isinstance(step, m.TransferStep) and step.transfer.queue in found:
+                    found[step.transfer.queue].add(flow.header.language)
+        changed = True
+        while changed:  # overflow chains are short; repeat until nothing new arrives
+            changed = False
+            for name, queue in self.flow_set.queues.items():
+                target = queue.overflow.queue if queue.overflow else None
+                if target in found and not found[name] <= found[target]:
+                    found[target] |= found[name]
+                    changed = True
+        return found
+
+    def check_cycles(self) -> None:
+        reported: set[frozenset[str]] = set()
+        for start in self.flow_set.queues:
+            path: list[str] = []
+            name: str | None = start
+            while name is not None and name in self.flow_set.queues and name not in path:
+                path.append(name)
+                overflow = self.flow_set.queues[name].overflow
+                name = overflow.queue if overflow else None
+            if name is None or name not in path:
+                continue
+            cycle = path[path.index(name) :]
+            if frozenset(cycle) in reported:
+                continue
+            reported.add(frozenset(cycle))
+            self.report(
+                f"overflow cycle: {' -> '.join([*cycle, name])}: a conversation would be "
+                "passed round for ever; end one of them with a message or an offer",
+                cycle[0],
+                "overflow",
+                "queue",
+            )
+
+
 def check(flow_set: FlowSet, env_keys: Iterable[str] | None = None) -> list[Problem]:
     defs = Definitions.of(flow_set, env_keys)
     problems: list[Problem] = []
     for flow in flow_set.flows.values():
         problems.extend(FlowChecker(flow, flow_set, defs).check())
+    problems.extend(QueueChecker(flow_set).check())
     return problems
 
 
