@@ -1,4 +1,4 @@
-"""The `ivr` command: serve, validate, schema, simulate, test, call, prompts render, nlu.
+"""The `ivr` command: serve, validate, schema, simulate, test, call, prompts render, nlu, agents.
 
 Every command exits non-zero on bad input with a message that names the place
 (`dialogs/bank.yaml:14:5: ...`, `sip.conf:3: [http] port: ...`).
@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from ivr import __version__
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.flow.problems import FlowError, Severity
 
+if TYPE_CHECKING:
+    from ivr.store import AgentRecord, AgentStore
+
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -116,8 +122,10 @@ def _is_under(path: Path, roots: Sequence[Path]) -> bool:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from ivr.flow.schema import flow_json_schema
+    from ivr.routing.model import queues_json_schema
 
-    text = json.dumps(flow_json_schema(), indent=2)
+    schema = queues_json_schema() if args.kind == "queues" else flow_json_schema()
+    text = json.dumps(schema, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
     else:
@@ -289,6 +297,194 @@ def cmd_prompts_render(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if report.failed else EXIT_OK
 
 
+# ------------------------------------------------------------------ agents
+
+
+class _BadOption(ValueError):
+    """A command-line value that cannot be used; the message starts with the option's name."""
+
+
+# Where each field of an agent comes from on the command line, for error messages.
+_AGENT_OPTIONS = {
+    "username": "USERNAME",
+    "display_name": "--name",
+    "password": "password",
+    "skills": "--skills",
+    "queues": "--queues",
+    "capacity": "--calls/--chats",
+}
+_MEDIA = (("voice", "calls"), ("text", "chats"))  # capacity keys and their options
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from ivr.store import AgentExists, AgentInputError, StoreError
+
+    url = _settings(args).store.url
+    command = f"ivr agents {args.agents_command}"
+    try:
+        return args.agents_func(url, args)
+    except AgentInputError as exc:
+        print(
+            f"{command}: {_AGENT_OPTIONS.get(exc.field, exc.field)}: {exc.problem}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    except _BadOption as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AgentExists as exc:
+        print(
+            f"{command}: {exc} (new password: ivr agents passwd {args.username})", file=sys.stderr
+        )
+        return EXIT_PROBLEMS
+    except StoreError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+def _on_agents(url: str, action: Callable[[AgentStore], Awaitable[T]]) -> T:
+    from ivr.store import AgentStore, open_store
+
+    async def run() -> T:
+        async with open_store(url) as store:
+            return await action(AgentStore(store.database))
+
+    return asyncio.run(run())
+
+
+def _parse_skills(raw: str) -> dict[str, int]:
+    from ivr.store.agents import check_skills
+
+    skills: dict[str, int] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, _, level = item.partition(":")
+        try:
+            skills[name.strip()] = int(level)
+        except ValueError:
+            raise _BadOption(f"--skills: {item!r}: expected SKILL:LEVEL, e.g. cards:8") from None
+    return check_skills(skills)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """The new password: one line of stdin (scripts), or typed twice (people)."""
+    from ivr.store.agents import check_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise _BadOption("password: the two entries differ")
+    return check_password(password)
+
+
+def _agents_add(url: str, args: argparse.Namespace) -> int:
+    from ivr.store.agents import check_queues, check_username
+
+    # Every option is checked before the password is asked for: no typing it twice in vain.
+    username = check_username(args.username)
+    skills = _parse_skills(args.skills)
+    queues = check_queues([q.strip() for q in args.queues.split(",") if q.strip()])
+    capacity = {medium: getattr(args, option) for medium, option in _MEDIA}
+    for medium, option in _MEDIA:
+        if capacity[medium] < 0:
+            raise _BadOption(f"--{option}: must be 0 or more, got {capacity[medium]}")
+    password = _read_password(args)
+    agent = _on_agents(
+        url, lambda agents: agents.add(username, args.name, password, skills, queues, capacity)
+    )
+    print(f"added agent {agent.username} ({agent.display_name})")
+    return EXIT_OK
+
+
+def _skills_text(agent: AgentRecord) -> str:
+    return ",".join(f"{name}:{level}" for name, level in agent.skills.items()) or "-"
+
+
+def _capacity_text(agent: AgentRecord) -> str:
+    names = dict(_MEDIA)
+    return ",".join(f"{names.get(k, k)}:{v}" for k, v in agent.capacity.items()) or "-"
+
+
+def _agents_list(url: str, args: argparse.Namespace) -> int:
+    found = _on_agents(url, lambda agents: agents.list())
+    if not found:
+        print("no agents (add one with: ivr agents add USERNAME)", file=sys.stderr)
+        return EXIT_OK
+    rows = [("USERNAME", "NAME", "SKILLS", "QUEUES", "CAPACITY")] + [
+        (
+            a.username + (" (disabled)" if a.disabled else ""),
+            a.display_name,
+            _skills_text(a),
+            ",".join(a.queues) or "-",
+            _capacity_text(a),
+        )
+        for a in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return EXIT_OK
+
+
+def _agents_remove(url: str, args: argparse.Namespace) -> int:
+    if not _on_agents(url, lambda agents: agents.remove(args.username)):
+        print(f"ivr agents remove: no agent named {args.username!r}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"removed agent {args.username.lower()} (signed out everywhere)")
+    return EXIT_OK
+
+
+def _agents_passwd(url: str, args: argparse.Namespace) -> int:
+    if _on_agents(url, lambda agents: agents.by_username(args.username)) is None:
+        print(f"ivr agents passwd: no agent named {args.username!r}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    password = _read_password(args)
+    if not _on_agents(url, lambda agents: agents.set_password(args.username, password)):
+        print(f"ivr agents passwd: no agent named {args.username!r}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"new password for agent {args.username.lower()} (signed out everywhere)")
+    return EXIT_OK
+
+
+def _agents_parser(sub: argparse._SubParsersAction, config: argparse.ArgumentParser) -> None:
+    agents = sub.add_parser("agents", help="agent accounts for the agent desktop (/agent)")
+    agents_sub = agents.add_subparsers(dest="agents_command", required=True, metavar="COMMAND")
+    password = argparse.ArgumentParser(add_help=False)
+    password.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin instead of asking twice",
+    )
+
+    p = agents_sub.add_parser("add", parents=[config, password], help="create an agent")
+    p.add_argument("username", metavar="USERNAME", help="2-64 of a-z 0-9 . _ - (case-insensitive)")
+    p.add_argument("--name", default="", help="the name customers and colleagues see")
+    p.add_argument(
+        "--skills", default="", metavar="SKILL:LEVEL,...", help="proficiencies 1..10: cards:8"
+    )
+    p.add_argument("--queues", default="", metavar="QUEUE,...", help="queues served: cards,general")
+    p.add_argument("--calls", type=int, default=1, metavar="N", help="calls at once (default 1)")
+    p.add_argument("--chats", type=int, default=3, metavar="N", help="chats at once (default 3)")
+    p.set_defaults(func=cmd_agents, agents_func=_agents_add)
+
+    p = agents_sub.add_parser("list", parents=[config], help="list agents (never passwords)")
+    p.set_defaults(func=cmd_agents, agents_func=_agents_list)
+
+    p = agents_sub.add_parser("remove", parents=[config], help="delete an agent, sign them out")
+    p.add_argument("username", metavar="USERNAME")
+    p.set_defaults(func=cmd_agents, agents_func=_agents_remove)
+
+    p = agents_sub.add_parser(
+        "passwd", parents=[config, password], help="set an agent's password, sign them out"
+    )
+    p.add_argument("username", metavar="USERNAME")
+    p.set_defaults(func=cmd_agents, agents_func=_agents_passwd)
+
+
 # ------------------------------------------------------------------ wiring
 
 
@@ -317,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON Schema of the flow format (for editors)")
     p.add_argument("--output", "-o", metavar="FILE", help="write it to FILE")
+    p.add_argument("--kind", choices=["flow", "queues"], default="flow", help="of which files")
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("simulate", parents=[config], help="run a flow as a text conversation")
@@ -355,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="rasa", metavar="DIR", help="output directory")
     p.add_argument("--language", default="en")
     p.set_defaults(func=cmd_export_rasa)
+
+    _agents_parser(sub, config)
     return parser
 
 

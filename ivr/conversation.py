@@ -30,6 +30,7 @@ class Role(StrEnum):
 class Status(StrEnum):
     ACTIVE = "active"  # a flow is running (or waiting for the customer) on some channel
     QUEUED = "queued"  # handed to a human queue
+    WITH_AGENT = "with_agent"  # a person has taken it from the queue
     TRANSFERRED = "transferred"  # handed to a SIP destination outside this server
     ESCALATED = "escalated"  # moved to another channel; resumes when the customer comes back
     ENDED = "ended"

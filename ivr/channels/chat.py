@@ -3,7 +3,8 @@
 The websocket handler (`ivr.web.chat`) pushes what the customer types into `deliver()`; the
 engine's `ask` takes the next message. A message that arrives while the bot is still talking
 waits its turn, so nothing typed is lost. Questions carry their choices (menu buttons) and a
-`secure` flag (the page masks the field and never echoes the answer).
+`secure` flag (the page masks the field and never echoes the answer). After a transfer to a
+queue the same channel carries the customer to the agent (`ivr.routing.line.CustomerLine`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,26 @@ class ChatChannel:
     async def transfer(self, target: TransferTarget) -> bool:
         await self._emit({"type": "transfer", "queue": target.queue, "sip": target.sip_uri})
         return True
+
+    # ---------------------------------------------------------------- with an agent
+    # (ivr.routing.line.CustomerLine: after a transfer to a queue)
+
+    async def notify(self, text: str) -> None:
+        await self._emit({"type": "notice", "text": text})
+
+    async def agent_joined(self, agent_name: str) -> None:
+        await self._emit({"type": "agent_joined", "name": agent_name})
+
+    async def from_agent(self, agent_name: str, text: str) -> None:
+        await self._emit({"type": "agent", "name": agent_name, "text": text})
+
+    async def from_customer(self) -> CustomerInput:
+        """No idle limit here: waiting for a person is not the customer's silence."""
+        answer = await self._inbox.get()
+        if answer is _CLOSED:
+            raise ChannelClosed("the customer closed the chat")
+        assert isinstance(answer, CustomerInput)
+        return answer
 
     async def end(self, reason: str) -> None:
         await self._emit({"type": "end", "reason": reason})

@@ -23,7 +23,14 @@ import aiohttp
 
 from ivr.conversation import SECURE_PLACEHOLDER, Conversation, Role, Status, Turn
 from ivr.flow import model as m
-from ivr.flow.channel import Channel, ChannelClosed, CustomerInput, InputSpec, Prompt
+from ivr.flow.channel import (
+    Channel,
+    ChannelClosed,
+    CustomerInput,
+    InputSpec,
+    Prompt,
+    TransferTarget,
+)
 from ivr.flow.loader import Flow, FlowSet
 from ivr.flow.templates import TemplateProblem, context_for, is_prompt_id, render_text
 from ivr.speech.nlu.base import IntentClassifier
@@ -71,10 +78,18 @@ class RunObserver(Protocol):
     def on_end(self, conv: Conversation, status: Status) -> None: ...
 
 
-class Handoff(Protocol):
-    """Where transfers and escalations go beyond the channel (queues, SMS links)."""
+class Queues(Protocol):
+    """Human queues (`ivr.routing`): a transfer to a queue waits there for an agent, with the
+    customer's channel kept open."""
 
-    async def transfer(self, conv: Conversation, target: Any) -> None: ...
+    async def enqueue(
+        self, conv: Conversation, target: TransferTarget, channel: Channel
+    ) -> None: ...
+
+
+class Handoff(Protocol):
+    """Where escalations go beyond the channel (SMS links, chat links)."""
+
     async def escalate(
         self, conv: Conversation, action: m.EscalateAction, to: str | None
     ) -> None: ...
@@ -89,6 +104,7 @@ class FlowServices:
     nlu: Callable[[str], IntentClassifier | None] = lambda language: None
     env: dict[str, str] = field(default_factory=dict)
     handoff: Handoff | None = None
+    queues: Queues | None = None
     observers: list[RunObserver] = field(default_factory=list)
 
 

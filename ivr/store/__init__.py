@@ -7,10 +7,20 @@ the code is the same, only the URL differs:
         await store.save(conversation)
 
 Modules: `database` (URLs, engine, `open_store`), `schema` (tables), `conversations`
-(`ConversationStore`).
+(`ConversationStore`), `agents` (`AgentStore`: agents' accounts and sessions, on the same
+database: `AgentStore(store.database)`).
 """
 
+from ivr.store.agents import AgentExists, AgentInputError, AgentRecord, AgentStore
 from ivr.store.conversations import ConversationStore
 from ivr.store.database import StoreError, open_store
 
-__all__ = ["ConversationStore", "StoreError", "open_store"]
+__all__ = [
+    "AgentExists",
+    "AgentInputError",
+    "AgentRecord",
+    "AgentStore",
+    "ConversationStore",
+    "StoreError",
+    "open_store",
+]

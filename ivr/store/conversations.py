@@ -57,6 +57,11 @@ class ConversationStore:
         self._upsert, self._append = _statements(database.dialect)
         self._stored: OrderedDict[str, int] = OrderedDict()  # id -> turns known to be stored
 
+    @property
+    def database(self) -> Database:
+        """The open database, for the other stores on it (agents)."""
+        return self._db
+
     async def save(self, conv: Conversation) -> None:
         """Store the conversation and append its new turns; all or nothing."""
         document = conv.to_dict()

@@ -2,12 +2,25 @@
 
 A conversation is one row of `conversations` (its `Conversation.to_dict()` document as JSON text,
 plus the columns we query by) and one append-only row of `turns` per timeline entry. Timestamps
-are epoch seconds, as in `ivr.conversation`. Later features add their tables here.
+are epoch seconds, as in `ivr.conversation`. Human agents are `agents` (an argon2id hash, never
+the password) and their signed-in browsers `agent_sessions` (a SHA-256 of the cookie's token,
+never the token). Later features add their tables here.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Double, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -40,4 +53,67 @@ turns = Table(
     Column("role", String, nullable=False),
     Column("text", Text, nullable=False),
     Column("meta", Text, nullable=False),  # JSON object
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String, primary_key=True),  # uuid hex
+    Column("username", String, nullable=False, unique=True),  # stored lowercased
+    Column("display_name", String, nullable=False),
+    Column("password_hash", String, nullable=False),  # argon2id, with its parameters
+    Column("skills", Text, nullable=False),  # JSON object: skill -> proficiency 1..10
+    Column("queues", Text, nullable=False),  # JSON list of queue names
+    Column("capacity", Text, nullable=False),  # JSON object: medium -> conversations at once
+    Column("created_at", Double, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+agent_sessions = Table(
+    "agent_sessions",
+    metadata,
+    Column("token_hash", String, primary_key=True),  # sha256 hex of the cookie's token
+    Column(
+        "agent_id",
+        String,
+        ForeignKey("agents.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("last_seen", Double, nullable=False),
+    Index("ix_agent_sessions_agent_id", "agent_id"),
+    Index("ix_agent_sessions_expires_at", "expires_at"),  # purging expired sessions
+)
+
+# Conversations waiting in (or taken from) a human queue: the router's state, so a restarted
+# control plane knows who was waiting and since when. A row goes when the agent wraps up.
+queue_entries = Table(
+    "queue_entries",
+    metadata,
+    Column("conversation_id", String, primary_key=True),
+    Column("queue", String, nullable=False),
+    Column("medium", String, nullable=False),  # voice | text
+    Column("skills", Text, nullable=False),  # JSON list
+    Column("priority", Integer, nullable=False),
+    Column("enqueued_at", Double, nullable=False),
+    Column("state", String, nullable=False),  # waiting | offered | assigned
+    Column("agent_id", String, nullable=True),
+    Column("updated_at", Double, nullable=False),
+)
+
+# What happened in the queues, one row an event (enqueued, answered, abandoned, handled,
+# overflowed): the wallboard's service level, abandonment and handling times come from here.
+queue_events = Table(
+    "queue_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Double, nullable=False),
+    Column("queue", String, nullable=False),
+    Column("conversation_id", String, nullable=False),
+    Column("event", String, nullable=False),
+    Column("agent_id", String, nullable=True),
+    Column("seconds", Double, nullable=True),  # waited (answered, abandoned) or handled
+    Column("data", Text, nullable=False),  # JSON object: code, priority, ...
+    Index("ix_queue_events_ts", "ts"),
 )

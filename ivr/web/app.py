@@ -25,13 +25,15 @@ from ivr.flow.engine import FlowServices
 from ivr.flow.loader import FlowSet
 from ivr.flow.repository import FlowRepository
 from ivr.metrics import Metrics
+from ivr.routing.runtime import queue_service
 from ivr.speech.nlu.base import IntentClassifier
 from ivr.speech.nlu.factory import build_classifiers
 from ivr.speech.nlu.fallback import FallbackClassifier
-from ivr.store import open_store
-from ivr.web import api, chat, health, widget
+from ivr.store import AgentStore, open_store
+from ivr.web import agent_auth, agent_desktop, api, chat, health, widget
 from ivr.web.errors import json_errors
 from ivr.web.keys import (
+    AGENTS,
     API_TOKEN,
     BROWSER_CALLS,
     CONVERSATIONS,
@@ -39,6 +41,7 @@ from ivr.web.keys import (
     HTTP,
     METRICS,
     PHONE,
+    QUEUES,
     SETTINGS,
     STORE,
     SUPERVISOR,
@@ -51,6 +54,7 @@ log = logging.getLogger("ivr.serve")
 async def _store(app: web.Application) -> AsyncIterator[None]:
     async with open_store(app[SETTINGS].store.url) as store:
         app[STORE] = store
+        app[AGENTS] = AgentStore(store.database)
         yield
 
 
@@ -121,6 +125,12 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
         await service.close()
 
 
+async def _queues(app: web.Application) -> AsyncIterator[None]:
+    async with queue_service(app[FLOWS], app[CONVERSATIONS], app[STORE]) as queues:
+        app[QUEUES] = queues
+        yield
+
+
 async def _voice_calls(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if not settings.sip.enabled:  # no media workers: neither phone nor browser calls
@@ -134,7 +144,7 @@ async def _voice_calls(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-RESOURCES = (_store, _http_client, _flows, _supervisor, _conversations, _voice_calls)
+RESOURCES = (_store, _http_client, _flows, _supervisor, _conversations, _queues, _voice_calls)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -149,7 +159,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, api_token: str | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors, api.require_token], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[json_errors, api.require_token, agent_auth.same_origin],
+        client_max_size=1024 * 1024,
+    )
     app[SETTINGS] = settings
     app[API_TOKEN] = api_token or settings.api.token or secrets.token_urlsafe(24)
     app[METRICS] = Metrics()
@@ -158,6 +171,8 @@ def create_app(settings: Settings, api_token: str | None = None) -> web.Applicat
     api.add_routes(app)
     chat.add_routes(app)
     widget.add_routes(app)
+    agent_auth.add_routes(app)
+    agent_desktop.add_routes(app)
     if settings.demo.crm:
         app.add_subapp("/demo/crm", create_demo_crm())
     return app

@@ -90,8 +90,14 @@ class Visitor:
         if live is None:
             raise BadMessage('send {"type": "start"} first', "not_started")
         returning = self._returning is not None and not self._returning.done()
-        if not returning and (live.task.done() or live.conv.status is not Status.ACTIVE):
+        with_people = live.conv.status in (Status.QUEUED, Status.WITH_AGENT)
+        if with_people and live.channel is not self.chat:
+            raise BadMessage(_why_no_bot(live), "run_over")  # waiting on a call, not here
+        if not (returning or with_people) and (
+            live.task.done() or live.conv.status is not Status.ACTIVE
+        ):
             raise BadMessage(_why_no_bot(live), "run_over")
+        # Waiting for (or talking to) an agent, the queue service reads the chat's messages.
         # Back from a call, the chat's run may not have asked yet: the message waits for it.
         if not self.chat.deliver(answer):
             raise BadMessage("too many messages at once; wait for the answer", "flood")
@@ -247,8 +253,8 @@ class Visitor:
             self._tasks.add(self._returning)
             self._returning.add_done_callback(self._tasks.discard)
             return
-        if live.conv.status is Status.QUEUED and not task.cancelled():
-            return  # the customer waits here for an agent
+        if live.conv.status in (Status.QUEUED, Status.WITH_AGENT) and not task.cancelled():
+            return  # the customer waits here for an agent (ivr.routing), who answers here
         stop = None if task.cancelled() or task.exception() else task.result()
         self._spawn(self._finish(stop, cancelled=task.cancelled(), on_call=on_call))
 
@@ -290,6 +296,6 @@ class Visitor:
 
 
 def _why_no_bot(live: LiveRun) -> str:
-    if live.conv.status is Status.QUEUED:
-        return "you are waiting for an agent, who will answer here"
+    if live.conv.status in (Status.QUEUED, Status.WITH_AGENT):
+        return "you are with an agent on the call; hang up to type"
     return "this conversation has ended"

@@ -22,6 +22,7 @@ log = logging.getLogger("ivr.voice")
 DIGITS_GRAMMAR = "<digits>"  # the recogniser's built-in rule for spoken digit strings
 TRANSFER_TIMEOUT = 30.0  # seconds to wait for the far end's final NOTIFY
 HANGUP_GRACE = 10.0  # beyond the queued prompts' length, when ending a call
+WAIT_FOR_AGENT_LIMIT = 24 * 3600.0  # [sip] max_call_seconds ends a call long before
 LISTEN_SLACK = 90.0  # beyond prompts + no-input time: the worker's own cap is 60 s of noise
 
 
@@ -101,6 +102,24 @@ class VoiceChannel:
             log.warning("call %s: transfer to %s failed: %s", self.call.key, target.sip_uri, status)
             return False
         return True
+
+    # ---------------------------------------------------------------- waiting for an agent
+    # (ivr.routing.line.CustomerLine: after a transfer to a queue)
+
+    async def notify(self, text: str) -> None:
+        await self.say(Prompt(text))
+
+    async def agent_joined(self, agent_name: str) -> None:
+        await self.say(Prompt(f"{agent_name} will be with you now."))
+
+    async def from_agent(self, agent_name: str, text: str) -> None:
+        """An agent speaks on the call itself, not through the bot."""
+
+    async def from_customer(self) -> CustomerInput:
+        """Nothing the caller says goes to the agent through here; returns only by raising
+        ChannelClosed when they hang up (which is how a queue notices abandonment)."""
+        await self._wait(lambda e: False, WAIT_FOR_AGENT_LIMIT)
+        raise AssertionError("unreachable: _wait accepts no event")
 
     async def end(self, reason: str) -> None:
         if self.call.ended is not None:

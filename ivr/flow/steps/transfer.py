@@ -1,8 +1,8 @@
 """`transfer`: hand the customer to a human queue or to a SIP destination.
 
-The conversation records where it went; the control plane's handoff (queues, in routing/)
-and the channel (a SIP REFER with context headers) do the rest. A queue transfer keeps the
-customer connected while they wait; a SIP transfer ends our part of the call.
+The conversation records where it went; the control plane's queues (`ivr.routing`, which route
+it to an agent) and the channel (a SIP REFER with context headers) do the rest. A queue transfer
+keeps the customer connected while they wait; a SIP transfer ends our part of the call.
 """
 
 from __future__ import annotations
@@ -59,8 +59,6 @@ async def run(step: m.TransferStep, run: FlowRun) -> StepResult:
         "sip_uri": target.sip_uri,
     }
     run.system(f"transferred to {where}")
-    if run.services.handoff is not None:
-        await run.services.handoff.transfer(run.conv, target)
     if not await run.channel.transfer(target):
         run.conv.handoff = None
         fallback = run.failure_step(step)
@@ -69,5 +67,7 @@ async def run(step: m.TransferStep, run: FlowRun) -> StepResult:
             None if fallback == here else fallback, f"transfer to {where} failed"
         )
     if target.queue:
+        if run.services.queues is not None:  # none in the simulator: the run just stops there
+            await run.services.queues.enqueue(run.conv, target, run.channel)
         return Stop(Status.QUEUED, f"waiting in queue {target.queue}", close_channel=False)
     return Stop(Status.TRANSFERRED, f"transferred to {target.sip_uri}")

@@ -203,6 +203,7 @@
 #ivr-widget .ivr-line { max-width: 85%; padding: 7px 10px; border-radius: 12px;
   white-space: pre-wrap; overflow-wrap: anywhere; }
 #ivr-widget .ivr-bot { background: #e6eaf1; align-self: flex-start; }
+#ivr-widget .ivr-agent { background: #dff3e4; align-self: flex-start; }
 #ivr-widget .ivr-customer { background: var(--ivr-accent); color: #fff; align-self: flex-end; }
 #ivr-widget .ivr-system { align-self: center; text-align: center; font-size: 13px; color: #4b5460; }
 #ivr-widget .ivr-error { align-self: center; text-align: center; font-size: 13px; color: #a3261b; }
@@ -235,7 +236,7 @@
 
   /** Appends a line to the log: kind is bot, customer, system or error; channel chat or call. */
   function addLine(kind, channel, text, { who = "" } = {}) {
-    const speaker = { bot: "Bot", customer: "You" }[kind];
+    const speaker = { bot: "Bot", customer: "You", agent: "Agent" }[kind];
     const line = el("div", { class: `ivr-line ivr-${kind}`, "data-channel": channel },
       el("span", { class: "ivr-channel", role: "img", "aria-label": channel,
         title: channel, text: CHANNEL_ICONS[channel] }));
@@ -395,6 +396,7 @@
     if (old) old.close();
     Object.assign(session, {
       conversation: null, secure: false, over: false, keyedEntry: false, partials: {},
+      withPeople: false, agent: null,
     });
     clearChoices();
     ui.input.value = "";
@@ -430,10 +432,23 @@
           "You can keep chatting here.", "error", "call");
         break;
       case "transfer":
-        session.over = true;
         clearChoices();
+        session.secure = false;
+        // Waiting for a person: what the visitor types reaches the agent (a SIP transfer ends).
+        if (frame.queue) session.withPeople = true;
+        else session.over = true;
         notice(frame.queue ? "Connecting you to an agent, who will answer here…"
           : "Transferring you…");
+        break;
+      case "notice":
+        notice(String(frame.text || ""));
+        break;
+      case "agent_joined":
+        session.agent = String(frame.name || "An agent");
+        notice(`${session.agent} has joined the conversation.`);
+        break;
+      case "agent":
+        addLine("agent", "chat", String(frame.text || ""), { who: String(frame.name || "Agent") });
         break;
       case "end":
         session.over = true;

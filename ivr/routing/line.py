@@ -1,0 +1,41 @@
+"""What a queue needs from the customer's channel once the flow has handed them over.
+
+The flow engine talks to a channel through say / ask / transfer / end (`ivr.flow.channel`). After
+a `transfer` to a queue the flow's run is over, but the customer is still there: on a call,
+waiting with music and announcements; in a chat, waiting for a person to type. A channel that can
+carry a customer to an agent also implements `CustomerLine`; the queue service (`service.py`)
+drives it, and knows nothing else of the channel.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ivr.flow.channel import CustomerInput
+
+
+@runtime_checkable
+class CustomerLine(Protocol):
+    name: str  # the channel's name on the timeline: "chat", "sip", "webrtc", "sms"
+    medium: str  # "voice" or "text"
+
+    async def notify(self, text: str) -> None:
+        """A notice while they wait (position, estimated wait, closing): spoken or sent."""
+        ...
+
+    async def agent_joined(self, agent_name: str) -> None:
+        """A person has taken the conversation."""
+        ...
+
+    async def from_agent(self, agent_name: str, text: str) -> None:
+        """What the agent typed (text channels; a call's agent speaks on the bridge)."""
+        ...
+
+    async def from_customer(self) -> CustomerInput:
+        """The customer's next message to the agent; ChannelClosed when they leave (a call's
+        line raises it on hang-up, which is how abandonment is noticed)."""
+        ...
+
+    async def end(self, reason: str) -> None:
+        """The conversation is over on this channel: hang up, close the chat."""
+        ...

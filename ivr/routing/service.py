@@ -1,0 +1,542 @@
+"""The queue service: conversations handed to people, agents' desktops, and the ACD between them.
+
+A flow's `transfer: {queue: ...}` step calls `enqueue` (this is the engine's `Handoff`). The
+conversation waits, with the customer's channel kept open as a `CustomerLine` (music and
+announcements on a call, notices in a chat), until the router (`acd.Router`) offers it to an
+agent's desktop. The agent accepts (or declines, or lets the offer time out and the next agent
+gets it); from then on what the customer and the agent say is relayed between them and recorded
+on the conversation's timeline, so a later agent, channel or report sees everything. The agent
+ends the conversation and files a wrap-up code and notes on it.
+
+Time comes from `clock` (epoch seconds) so routing is testable; timers (offer expiry, waiting
+notices, maximum wait) are asyncio tasks of this service. Queue state is written to the store
+(`QueueStateStore`) at every change, so a restarted control plane finds who was waiting, and
+since when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ivr.conversation import Conversation, Role, Status
+from ivr.flow.channel import Channel, ChannelClosed, TransferTarget
+from ivr.routing.acd import (
+    AgentState,
+    Medium,
+    Offer,
+    Presence,
+    QueuePolicy,
+    Router,
+    RoutingError,
+    WaitingEntry,
+)
+from ivr.routing.card import context_card
+from ivr.routing.estimate import HandlingTimes, estimated_wait
+from ivr.routing.line import CustomerLine
+
+log = logging.getLogger("ivr.routing")
+
+Clock = Callable[[], float]
+Persist = Callable[[Conversation], Awaitable[None]]
+
+
+class Desk(Protocol):
+    """One open agent desktop (an agent may have several tabs: each gets every frame)."""
+
+    agent_id: str
+
+    async def send(self, frame: dict[str, Any]) -> None: ...
+
+
+class QueueStore(Protocol):
+    """Where queue state survives restarts (ivr.store.queues.QueueStateStore)."""
+
+    async def save_entry(self, entry: WaitingEntry, state: str, agent_id: str | None) -> None: ...
+    async def drop_entry(self, conversation_id: str) -> None: ...
+    async def log(self, queue: str, conversation_id: str, event: str, **data: Any) -> None: ...
+
+
+class Conversations(Protocol):
+    async def get(self, conversation_id: str) -> Conversation | None: ...
+    async def earlier(self, customer_id: str) -> list[Conversation]: ...
+
+
+@dataclass
+class Assignment:
+    """A conversation an agent has taken: who, since when, and the relay of customer messages."""
+
+    conv: Conversation
+    agent_id: str
+    agent_name: str
+    queue: str
+    medium: Medium
+    started: float
+    line: CustomerLine | None
+    relay: asyncio.Task[None] | None = None
+    customer_left: bool = False
+    ended: bool = False
+
+
+@dataclass
+class Waiting:
+    """A waiting conversation's live side: its channel and its notice timer."""
+
+    conv: Conversation
+    line: CustomerLine | None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # notices, the listener
+
+    def stop(self) -> None:
+        """Stop the waiting tasks, but the one calling (it is finishing this very work)."""
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    messages: list[str] = field(default_factory=list)
+
+
+class NotAllowed(Exception):
+    """An agent asked for something that is not theirs to do (the text says what)."""
+
+
+class QueueService:
+    def __init__(
+        self,
+        *,
+        persist: Persist,
+        conversations: Conversations,
+        state: QueueStore,
+        policies: Callable[[], Mapping[str, QueuePolicy]],
+        notices: Callable[[str], QueueNotices] | None = None,
+        skills: Callable[[str], frozenset[str]] | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.router = Router(policies().values())
+        self.handling = HandlingTimes()
+        self._policies = policies
+        self._notices = notices or (lambda queue: QueueNotices())
+        self._queue_skills = skills or (lambda queue: frozenset())  # a queue's own requirements
+        self._persist = persist
+        self._conversations = conversations
+        self._state = state
+        self._clock = clock
+        self._waiting: dict[str, Waiting] = {}
+        self._assigned: dict[str, Assignment] = {}
+        self._desks: dict[str, set[Desk]] = {}
+        self._names: dict[str, str] = {}  # agent id -> display name
+        self._expiry: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------ the flow's side (Handoff)
+
+    async def enqueue(
+        self, conv: Conversation, target: TransferTarget, channel: Channel | None
+    ) -> None:
+        """The flow hands `conv` to `target.queue`; `channel` stays open while it waits."""
+        queue = str(target.queue)
+        self.router.set_policies(self._policies().values())
+        line = channel if isinstance(channel, CustomerLine) else None
+        medium: Medium = "voice" if getattr(channel, "medium", "text") == "voice" else "text"
+        now = self._clock()
+        entry = WaitingEntry(
+            conversation_id=conv.id,
+            queue=queue,
+            medium=medium,
+            skills=frozenset(target.skills) | self._queue_skills(queue),
+            priority=target.priority,
+            enqueued_at=now,
+        )
+        conv.status = Status.QUEUED
+        self.router.enqueue(entry)
+        waiting = Waiting(conv, line)
+        self._waiting[conv.id] = waiting
+        await self._state.save_entry(entry, "waiting", None)
+        await self._state.log(queue, conv.id, "enqueued", priority=target.priority)
+        if line is not None:
+            waiting.tasks.append(self._spawn(self._announce(entry, line)))
+            waiting.tasks.append(self._spawn(self._collect_while_waiting(entry, waiting)))
+        # After the transfer step has returned and its run stored the conversation as queued.
+        asyncio.get_running_loop().call_soon(self._route)
+
+    async def _announce(self, entry: WaitingEntry, line: CustomerLine) -> None:
+        """Where they stand in the queue: once, then every `announce.every` seconds."""
+        notices = self._notices(entry.queue)
+        first = True
+        try:
+            while entry.conversation_id in self._waiting:
+                position = self.router.position(entry.conversation_id, self._clock())
+                if position is not None and (first or notices.every):
+                    conv_id = entry.conversation_id
+                    await line.notify(self._wait_notice(conv_id, entry.queue, position, notices))
+                first = False
+                await asyncio.sleep(notices.every or 3600)
+        except ChannelClosed:
+            await self.abandon(entry.conversation_id, "the customer left while waiting")
+
+    async def _collect_while_waiting(self, entry: WaitingEntry, waiting: Waiting) -> None:
+        """What a customer types while waiting goes on the timeline (the agent reads it); a
+        customer who leaves abandons the queue."""
+        line = waiting.line
+        assert line is not None
+        try:
+            while entry.conversation_id in self._waiting:
+                said = await line.from_customer()
+                waiting.conv.add_turn(line.name, Role.CUSTOMER, said.as_text, kind=said.kind)
+                await self._persist(waiting.conv)
+        except ChannelClosed:
+            await self.abandon(entry.conversation_id, "the customer left while waiting")
+
+    def _wait_notice(
+        self, conversation_id: str, queue: str, position: int, notices: QueueNotices
+    ) -> str:
+        parts = []
+        if notices.position:
+            parts.append(
+                "You are next in line." if position == 1 else f"You are number {position} in line."
+            )
+        if notices.estimated_wait:
+            entry = self.router.entry(conversation_id)
+            seconds = estimated_wait(
+                position,
+                self.router.staffed(queue),
+                self.handling.average(queue),
+                free_agents=1 if entry is not None and entry.offered_to else 0,
+            )
+            if seconds < 60:
+                parts.append("Someone will be with you in less than a minute.")
+            else:
+                minutes = round(seconds / 60)
+                parts.append(
+                    f"Your expected wait is about {minutes} minute{'s' if minutes > 1 else ''}."
+                )
+        return " ".join(parts) or "Thank you for waiting."
+
+    async def abandon(self, conversation_id: str, why: str) -> None:
+        """The customer left before an agent took them."""
+        waiting = self._waiting.pop(conversation_id, None)
+        entry = self.router.remove(conversation_id)
+        if waiting is None or entry is None:
+            return
+        waiting.stop()
+        for desk_agent in {entry.offered_to} - {None}:
+            await self._to_agent(
+                str(desk_agent),
+                {"type": "offer_gone", "conversation_id": conversation_id, "reason": "abandoned"},
+            )
+        waiting.conv.add_turn(waiting.line.name if waiting.line else "queue", Role.SYSTEM, why)
+        waiting.conv.status = Status.ENDED
+        await self._persist(waiting.conv)
+        await self._state.drop_entry(conversation_id)
+        waited = self._clock() - entry.enqueued_at
+        await self._state.log(entry.queue, conversation_id, "abandoned", seconds=waited)
+        self._route()
+
+    # ------------------------------------------------------------ agents' side
+
+    def desk_opened(self, desk: Desk, agent: AgentState, name: str) -> None:
+        self._desks.setdefault(agent.agent_id, set()).add(desk)
+        self._names[agent.agent_id] = name
+        known = self.router.agent(agent.agent_id)
+        if known is None:
+            self.router.upsert_agent(agent)
+
+    def desk_closed(self, desk: Desk) -> None:
+        desks = self._desks.get(desk.agent_id)
+        if desks is None:
+            return
+        desks.discard(desk)
+        if not desks:  # the agent's last tab closed: no more offers to them
+            del self._desks[desk.agent_id]
+            offer = self.router.remove_agent(desk.agent_id)
+            if offer is not None:
+                self._route()
+
+    def presence(self, agent_id: str) -> Presence:
+        agent = self.router.agent(agent_id)
+        return agent.presence if agent else Presence.OFFLINE
+
+    async def set_presence(self, agent_id: str, presence: Presence) -> None:
+        withdrawn = self.router.set_presence(agent_id, presence, self._clock())
+        if withdrawn is not None:  # ringing when they went on break: it goes to someone else
+            await self._offer_gone(withdrawn, "withdrawn")
+        await self._to_agent(agent_id, {"type": "presence", "state": str(presence)})
+        self._route()
+
+    async def accept(self, agent_id: str, conversation_id: str) -> dict[str, Any]:
+        now = self._clock()
+        try:
+            entry = self.router.accept(conversation_id, agent_id, now)
+        except RoutingError as exc:
+            raise NotAllowed(str(exc)) from None
+        waiting = self._waiting.pop(conversation_id)
+        waiting.stop()
+        conv = waiting.conv
+        name = self._names.get(agent_id, agent_id)
+        conv.status = Status.WITH_AGENT
+        conv.handoff = {**(conv.handoff or {}), "agent": {"id": agent_id, "name": name, "at": now}}
+        channel = waiting.line.name if waiting.line else "queue"
+        conv.add_turn(channel, Role.SYSTEM, f"{name} joined", agent=agent_id)
+        await self._persist(conv)
+        await self._state.save_entry(entry, "assigned", agent_id)
+        await self._state.log(
+            entry.queue,
+            conversation_id,
+            "answered",
+            agent=agent_id,
+            seconds=now - entry.enqueued_at,
+        )
+        assignment = Assignment(conv, agent_id, name, entry.queue, entry.medium, now, waiting.line)
+        self._assigned[conversation_id] = assignment
+        if waiting.line is not None:
+            with contextlib.suppress(ChannelClosed):
+                await waiting.line.agent_joined(name)
+            assignment.relay = self._spawn(self._relay(assignment))
+        card = await self.card(conv, entry.queue, now - entry.enqueued_at)
+        await self._to_agent(agent_id, {"type": "assigned", "card": card})
+        self._route()
+        return card
+
+    async def decline(self, agent_id: str, conversation_id: str) -> None:
+        try:
+            self.router.decline(conversation_id, agent_id, self._clock())
+        except RoutingError as exc:
+            raise NotAllowed(str(exc)) from None
+        await self._to_agent(
+            agent_id,
+            {"type": "offer_gone", "conversation_id": conversation_id, "reason": "declined"},
+        )
+        self._route()
+
+    async def agent_says(self, agent_id: str, conversation_id: str, text: str) -> None:
+        assignment = self._own(agent_id, conversation_id)
+        if assignment.ended or assignment.customer_left or assignment.line is None:
+            raise NotAllowed("the customer is no longer here")
+        channel = assignment.line.name
+        assignment.conv.add_turn(channel, Role.AGENT, text, agent=agent_id)
+        await self._persist(assignment.conv)
+        try:
+            await assignment.line.from_agent(assignment.agent_name, text)
+        except ChannelClosed:
+            await self._customer_left(assignment)
+        await self._to_agent(agent_id, _message(conversation_id, channel, "agent", text))
+
+    async def finish(self, agent_id: str, conversation_id: str, reason: str) -> None:
+        """The agent ends the conversation (the customer is told, the channel closed)."""
+        assignment = self._own(agent_id, conversation_id)
+        if assignment.ended:
+            return
+        assignment.ended = True
+        if assignment.relay is not None:
+            assignment.relay.cancel()
+        if assignment.line is not None and not assignment.customer_left:
+            with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
+                await assignment.line.end(reason)
+        assignment.conv.add_turn(
+            assignment.line.name if assignment.line else "queue",
+            Role.SYSTEM,
+            f"{assignment.agent_name} ended the conversation",
+        )
+        assignment.conv.status = Status.ENDED
+        await self._persist(assignment.conv)
+        withdrawn = self.router.release(agent_id, assignment.medium, self._clock(), wrap_up=True)
+        if withdrawn is not None:
+            await self._offer_gone(withdrawn, "withdrawn")
+        await self._to_agent(agent_id, {"type": "presence", "state": str(self.presence(agent_id))})
+        await self._to_agent(
+            agent_id, {"type": "ended", "conversation_id": conversation_id, "by": "agent"}
+        )
+
+    async def wrap_up(self, agent_id: str, conversation_id: str, code: str, notes: str) -> None:
+        """Wrap-up code and notes go on the conversation; the agent is free again."""
+        assignment = self._own(agent_id, conversation_id)
+        if not assignment.ended:
+            await self.finish(agent_id, conversation_id, "the agent has ended the conversation")
+        now = self._clock()
+        conv = assignment.conv
+        conv.handoff = {
+            **(conv.handoff or {}),
+            "wrap_up": {"code": code, "notes": notes, "at": now, "agent": agent_id},
+        }
+        await self._persist(conv)
+        handled = now - assignment.started
+        self.handling.record(assignment.queue, handled)
+        await self._state.drop_entry(conversation_id)
+        await self._state.log(
+            assignment.queue, conversation_id, "handled", agent=agent_id, seconds=handled, code=code
+        )
+        del self._assigned[conversation_id]
+        if not any(a.agent_id == agent_id for a in self._assigned.values()):
+            await self.set_presence(agent_id, Presence.AVAILABLE)
+        await self._to_agent(agent_id, {"type": "wrapped_up", "conversation_id": conversation_id})
+
+    async def card(self, conv: Conversation, queue: str, waited: float | None) -> dict[str, Any]:
+        earlier = (
+            await self._conversations.earlier(conv.identity.customer_id)
+            if conv.identity.customer_id
+            else []
+        )
+        live = self._assigned.get(conv.id) or self._waiting.get(conv.id)
+        line = live.line if live is not None else None
+        return context_card(
+            conv,
+            queue=queue,
+            waited=waited,
+            earlier=earlier,
+            medium=getattr(line, "medium", None),
+            line=getattr(line, "name", None),
+            customer_left=isinstance(live, Assignment) and live.customer_left,
+        )
+
+    def assignments_of(self, agent_id: str) -> list[Assignment]:
+        return [a for a in self._assigned.values() if a.agent_id == agent_id]
+
+    def handles(self, agent_id: str, conversation_id: str) -> bool:
+        assignment = self._assigned.get(conversation_id)
+        return assignment is not None and assignment.agent_id == agent_id
+
+    # ------------------------------------------------------------ internals
+
+    async def _relay(self, assignment: Assignment) -> None:
+        """The customer's messages to the agent, each recorded on the timeline first."""
+        line = assignment.line
+        assert line is not None
+        try:
+            while True:
+                said = await line.from_customer()
+                text = said.as_text
+                assignment.conv.add_turn(line.name, Role.CUSTOMER, text, kind=said.kind)
+                await self._persist(assignment.conv)
+                await self._to_agent(
+                    assignment.agent_id,
+                    _message(assignment.conv.id, line.name, "customer", text),
+                )
+        except ChannelClosed:
+            await self._customer_left(assignment)
+
+    async def _customer_left(self, assignment: Assignment) -> None:
+        if assignment.customer_left or assignment.ended:
+            return
+        assignment.customer_left = True
+        channel = assignment.line.name if assignment.line else "queue"
+        assignment.conv.add_turn(channel, Role.SYSTEM, "the customer left")
+        await self._persist(assignment.conv)
+        await self._to_agent(
+            assignment.agent_id,
+            _message(assignment.conv.id, channel, "system", "the customer left"),
+        )
+        await self._to_agent(
+            assignment.agent_id, {"type": "customer_left", "conversation_id": assignment.conv.id}
+        )
+
+    def _own(self, agent_id: str, conversation_id: str) -> Assignment:
+        assignment = self._assigned.get(conversation_id)
+        if assignment is None or assignment.agent_id != agent_id:
+            raise NotAllowed(f"conversation {conversation_id} is not yours")
+        return assignment
+
+    def _route(self) -> None:
+        """Offer whatever can be offered now, and set the timer for the next offer expiry."""
+        now = self._clock()
+        for offer in self.router.expire(now):
+            self._spawn(self._offer_missed(offer))
+        for offer in self.router.assign(now):
+            self._spawn(self._send_offer(offer))
+        self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        deadline = self.router.next_deadline()
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock())
+            self._expiry = asyncio.get_running_loop().call_later(delay + 0.01, self._route)
+
+    async def _send_offer(self, offer: Offer) -> None:
+        waiting = self._waiting.get(offer.conversation_id)
+        if waiting is None:
+            return
+        entry = self.router.entry(offer.conversation_id)
+        waited = self._clock() - entry.enqueued_at if entry else None
+        card = await self.card(waiting.conv, offer.queue, waited)
+        await self._state.save_entry(entry, "offered", offer.agent_id) if entry else None
+        await self._to_agent(
+            offer.agent_id,
+            {
+                "type": "offer",
+                "conversation_id": offer.conversation_id,
+                "queue": offer.queue,
+                "expires_in": max(0.0, offer.expires_at - self._clock()),
+                "card": card,
+            },
+        )
+
+    async def _offer_gone(self, offer: Offer, reason: str) -> None:
+        frame = {"type": "offer_gone", "conversation_id": offer.conversation_id, "reason": reason}
+        await self._to_agent(offer.agent_id, frame)
+
+    async def _offer_missed(self, offer: Offer) -> None:
+        await self._to_agent(
+            offer.agent_id,
+            {"type": "offer_gone", "conversation_id": offer.conversation_id, "reason": "timeout"},
+        )
+        await self._to_agent(
+            offer.agent_id,
+            {
+                "type": "presence",
+                "state": str(self.presence(offer.agent_id)),
+                "reason": "missed an offer",
+            },
+        )
+
+    async def _to_agent(self, agent_id: str, frame: dict[str, Any]) -> None:
+        for desk in list(self._desks.get(agent_id, ())):
+            try:
+                await desk.send(frame)
+            except (ConnectionError, RuntimeError):
+                self.desk_closed(desk)
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("queue task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@dataclass(frozen=True)
+class QueueNotices:
+    """What a waiting customer is told, and how often (a queue's `announce`)."""
+
+    every: float = 0.0  # seconds; 0: only once, at the start
+    position: bool = True
+    estimated_wait: bool = True
+
+
+def _message(conversation_id: str, channel: str, role: str, text: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "conversation_id": conversation_id,
+        "channel": channel,
+        "role": role,
+        "text": text,
+        "ts": time.time(),
+    }

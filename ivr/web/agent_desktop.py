@@ -1,0 +1,199 @@
+"""The agent desktop's live side: `/agent/ws` (offers, chats, presence) and `/agent/api/...`.
+
+Only a signed-in agent gets here (`ivr.web.agent_auth`); each socket is a `Desk` of the queue
+service (`ivr.routing.service`). Protocol (JSON text frames). Agent -> server:
+  {"type": "presence", "state": "available" | "break" | "offline"}
+  {"type": "accept" | "decline", "conversation_id": "..."}     an offer
+  {"type": "send", "conversation_id": "...", "text": "..."}    to the customer (chat, SMS)
+  {"type": "end", "conversation_id": "..."}                    close the conversation
+  {"type": "wrap_up", "conversation_id": "...", "code": "...", "notes": "..."}
+Server -> agent:
+  {"type": "hello", "agent": {...}, "presence": "...", "assigned": [card, ...], "codes": {...}}
+  {"type": "presence", "state": "...", "reason"?: "missed an offer"}
+  {"type": "offer", "conversation_id", "queue", "expires_in": seconds, "card": {...}}
+  {"type": "offer_gone", "conversation_id", "reason": "declined" | "timeout" | "abandoned"}
+  {"type": "assigned", "card": {...}}                          accepted: the whole context
+  {"type": "message", "conversation_id", "channel", "role": "customer" | "agent", "text", "ts"}
+  {"type": "customer_left" | "ended" | "wrapped_up", "conversation_id"}
+  {"type": "error", "reason", "refused": type, "conversation_id"?}   a refused frame; nothing
+                                                               changed
+A card (`ivr.routing.card`) never holds a secret: identity says how it was verified, not with what.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from importlib import resources
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ivr.routing.acd import AgentState, Presence
+from ivr.routing.service import NotAllowed, QueueService
+from ivr.store import AgentRecord
+from ivr.web.agent_auth import current_agent
+from ivr.web.errors import json_error
+from ivr.web.keys import CONVERSATIONS, FLOWS, QUEUES
+
+log = logging.getLogger("ivr.agent")
+
+MAX_FRAME_BYTES = 16 * 1024
+MAX_TEXT_CHARS = 4000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CHOSEN_PRESENCE = {
+    "available": Presence.AVAILABLE,
+    "break": Presence.BREAK,
+    "offline": Presence.OFFLINE,
+}
+
+
+class BadFrame(ValueError):
+    pass
+
+
+class DeskSocket:
+    """One open desktop tab of an agent."""
+
+    def __init__(self, agent_id: str, ws: web.WebSocketResponse) -> None:
+        self.agent_id = agent_id
+        self._ws = ws
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self._ws.send_json(frame)
+
+
+def agent_state(agent: AgentRecord) -> AgentState:
+    return AgentState(
+        agent_id=agent.id,
+        skills=dict(agent.skills),
+        queues=frozenset(agent.queues),
+        capacity={"voice": 1, "text": 3} | dict(agent.capacity),
+    )
+
+
+def wrap_up_codes(app: web.Application, queues: tuple[str, ...]) -> dict[str, list[str]]:
+    current = app[FLOWS].current
+    defined = getattr(current, "queues", {}) if current else {}
+    return {q: list(getattr(defined.get(q), "wrap_up_codes", None) or []) for q in queues}
+
+
+async def desk_socket(request: web.Request) -> web.StreamResponse:
+    agent = await current_agent(request)
+    if agent is None:
+        return json_error(401, "sign in first", hint="POST /agent/login")
+    queues: QueueService = request.app[QUEUES]
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME_BYTES)
+    await ws.prepare(request)
+    desk = DeskSocket(agent.id, ws)
+    queues.desk_opened(desk, agent_state(agent), agent.display_name)
+    try:
+        assigned = [
+            await queues.card(a.conv, a.queue, None) for a in queues.assignments_of(agent.id)
+        ]
+        await desk.send(
+            {
+                "type": "hello",
+                "agent": agent.public_view(),
+                "presence": str(queues.presence(agent.id)),
+                "assigned": assigned,
+                "codes": wrap_up_codes(request.app, agent.queues),
+            }
+        )
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            frame: dict[str, Any] = {}
+            try:
+                frame = _parse(message.data)
+                await _handle(queues, agent, frame)
+            except (BadFrame, NotAllowed) as exc:
+                error = {"type": "error", "reason": str(exc), "refused": frame.get("type")}
+                if isinstance(frame.get("conversation_id"), str):
+                    error["conversation_id"] = frame["conversation_id"]
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await desk.send(error)
+    finally:
+        queues.desk_closed(desk)
+    return ws
+
+
+def _parse(data: str) -> dict[str, Any]:
+    try:
+        frame = json.loads(data)
+    except ValueError:
+        raise BadFrame("not JSON") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise BadFrame('a frame is a JSON object with a "type"')
+    return frame
+
+
+def _field(frame: dict[str, Any], name: str, limit: int = 200) -> str:
+    value = frame.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise BadFrame(f'"{name}" must be a non-empty string')
+    if len(value) > limit:
+        raise BadFrame(f'"{name}" is longer than {limit} characters')
+    return _CONTROL.sub("", value).strip()
+
+
+async def _handle(queues: QueueService, agent: AgentRecord, frame: dict[str, Any]) -> None:
+    kind = frame["type"]
+    if kind == "presence":
+        state = _CHOSEN_PRESENCE.get(str(frame.get("state")))
+        if state is None:
+            raise BadFrame('"state" must be available, break or offline')
+        await queues.set_presence(agent.id, state)
+    elif kind == "accept":
+        await queues.accept(agent.id, _field(frame, "conversation_id"))
+    elif kind == "decline":
+        await queues.decline(agent.id, _field(frame, "conversation_id"))
+    elif kind == "send":
+        text = _field(frame, "text", MAX_TEXT_CHARS)
+        await queues.agent_says(agent.id, _field(frame, "conversation_id"), text)
+    elif kind == "end":
+        await queues.finish(
+            agent.id, _field(frame, "conversation_id"), "the agent has ended the conversation"
+        )
+    elif kind == "wrap_up":
+        notes = frame.get("notes", "")
+        if not isinstance(notes, str) or len(notes) > MAX_TEXT_CHARS:
+            raise BadFrame(f'"notes" must be text of at most {MAX_TEXT_CHARS} characters')
+        await queues.wrap_up(
+            agent.id,
+            _field(frame, "conversation_id"),
+            _field(frame, "code", 64),
+            _CONTROL.sub("", notes).strip(),
+        )
+    else:
+        raise BadFrame(f"unknown frame type {kind!r}")
+
+
+async def conversation_card(request: web.Request) -> web.Response:
+    """A conversation's card, for an agent who serves its queue (or holds it)."""
+    agent = await current_agent(request)
+    if agent is None:
+        return json_error(401, "sign in first", hint="POST /agent/login")
+    conv_id = request.match_info["id"]
+    conv = await request.app[CONVERSATIONS].get(conv_id)
+    queue = (conv.handoff or {}).get("queue") if conv else None
+    queues: QueueService = request.app[QUEUES]
+    if conv is None or not (queue in agent.queues or queues.handles(agent.id, conv_id)):
+        # The same answer whether it exists or not: no probing other queues' conversations.
+        return json_error(404, f"no conversation {conv_id!r} in your queues")
+    return web.json_response(await queues.card(conv, str(queue), None))
+
+
+async def desktop_script(_request: web.Request) -> web.Response:
+    script = resources.files("ivr.web").joinpath("static/agent.js").read_text(encoding="utf-8")
+    return web.Response(
+        text=script, content_type="text/javascript", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/agent/static/agent.js", desktop_script)
+    app.router.add_get("/agent/ws", desk_socket)
+    app.router.add_get("/agent/api/conversations/{id}", conversation_card)
