@@ -206,6 +206,13 @@ class Served:
     prompts: Path
     session: aiohttp.ClientSession
     _chats: list[Chat] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    async def stop(self) -> None:
+        """Shut the server down as `ivr serve` does on SIGTERM (a restart's first half)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     def headers(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token if token is None else token}"}
@@ -313,7 +320,6 @@ async def serve_app(
         app = create_app(settings)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         await runner.setup()
-        stack.push_async_callback(runner.cleanup)
         site = web.SockSite(runner, sock)
         await site.start()
         session = await stack.enter_async_context(
@@ -327,7 +333,9 @@ async def serve_app(
             dialogs=Path(settings.flows.dialogs),
             prompts=Path(settings.flows.prompts),
             session=session,
+            _runner=runner,
         )
+        stack.push_async_callback(served.stop)
 
         async def close_chats() -> None:
             for chat in served._chats:

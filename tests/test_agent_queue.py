@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.agent_fixtures import add_agent, open_desk
-from tests.serve_fixtures import ALICE, Chat, Served, assert_never_shows, wait_until
+from tests.serve_fixtures import ALICE, Chat, ServeApp, Served, assert_never_shows, wait_until
 
 
 async def verified_chat_asking_for_an_agent(served: Served) -> tuple[Chat, str]:
@@ -134,3 +134,21 @@ async def _status(server: Served, conv_id: str, status: str) -> bool | None:
 async def _has_turn(server: Served, conv_id: str, text: str) -> bool | None:
     conv = await server.conversation(conv_id)
     return True if any(t["text"] == text for t in conv["timeline"]) else None
+
+
+async def test_the_queue_survives_a_restart_of_the_server(serve_app: ServeApp, tmp_path) -> None:
+    store_url = f"sqlite:///{tmp_path}/restart.db"
+    first = await serve_app(store_url)
+    _chat, conv_id = await verified_chat_asking_for_an_agent(first)
+    await wait_until(lambda: _status(first, conv_id, "queued"), timeout=5)
+    await first.stop()
+
+    second = await serve_app(store_url)
+    conv = await second.conversation(conv_id)
+    assert conv["status"] == "queued"  # not abandoned: the server went, not the customer
+    await add_agent(second, "night")
+    desk = await open_desk(second, "night")
+    offer = await desk.expect("offer", conversation_id=conv_id)
+    assert offer["card"]["customer"]["verified"] is True
+    assert offer["card"]["waited"] >= 0
+    await desk.close()

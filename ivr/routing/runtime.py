@@ -70,6 +70,7 @@ async def queue_service(
         skills=lambda name: frozenset(getattr(definitions(flows).get(name), "skills", ())),
     )
     conversations.services.queues = service
+    await service.restore()
     try:
         yield service
     finally:

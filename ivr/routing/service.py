@@ -131,6 +131,7 @@ class QueueService:
         self._names: dict[str, str] = {}  # agent id -> display name
         self._expiry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._shutting_down = False
 
     # ------------------------------------------------------------ the flow's side (Handoff)
 
@@ -162,6 +163,37 @@ class QueueService:
             waiting.tasks.append(self._spawn(self._collect_while_waiting(entry, waiting)))
         # After the transfer step has returned and its run stored the conversation as queued.
         asyncio.get_running_loop().call_soon(self._route)
+
+    async def restore(self) -> int:
+        """Back after a restart: conversations that were waiting (or with an agent, whose desk
+        has gone too) wait again with their first place in line. A call did not survive the
+        restart (the media workers went with it): it counts as abandoned. Returns how many
+        wait again."""
+        restored = 0
+        for stored in await self._state.entries():
+            entry = stored.entry
+            conv = await self._conversations.get(entry.conversation_id)
+            if conv is None or conv.status is Status.ENDED:
+                await self._state.drop_entry(entry.conversation_id)
+                continue
+            if entry.medium == "voice":
+                conv.add_turn("queue", Role.SYSTEM, "the call ended when the server restarted")
+                conv.status = Status.ENDED
+                await self._persist(conv)
+                await self._state.drop_entry(entry.conversation_id)
+                await self._state.log(entry.queue, conv.id, "abandoned", seconds=None)
+                continue
+            if stored.state == "assigned":
+                conv.add_turn("queue", Role.SYSTEM, "back in the queue after a server restart")
+            conv.status = Status.QUEUED
+            await self._persist(conv)
+            self.router.enqueue(entry)
+            self._waiting[conv.id] = Waiting(conv, None)  # the customer's channel comes back later
+            await self._state.save_entry(entry, "waiting", None)
+            restored += 1
+        if restored:
+            asyncio.get_running_loop().call_soon(self._route)
+        return restored
 
     async def _announce(self, entry: WaitingEntry, line: CustomerLine) -> None:
         """Where they stand in the queue: once, then every `announce.every` seconds."""
@@ -216,8 +248,15 @@ class QueueService:
                 )
         return " ".join(parts) or "Thank you for waiting."
 
+    def stop_taking_leavers(self) -> None:
+        """The server is shutting down: the sockets it closes are not customers leaving, and
+        the queue must be found as it was when it starts again."""
+        self._shutting_down = True
+
     async def abandon(self, conversation_id: str, why: str) -> None:
         """The customer left before an agent took them."""
+        if self._shutting_down:
+            return
         waiting = self._waiting.pop(conversation_id, None)
         entry = self.router.remove(conversation_id)
         if waiting is None or entry is None:
@@ -291,6 +330,7 @@ class QueueService:
             seconds=now - entry.enqueued_at,
         )
         assignment = Assignment(conv, agent_id, name, entry.queue, entry.medium, now, waiting.line)
+        assignment.customer_left = waiting.line is None  # restored after a restart: gone
         self._assigned[conversation_id] = assignment
         if waiting.line is not None:
             with contextlib.suppress(ChannelClosed):

@@ -144,6 +144,12 @@ async def _voice_calls(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _keep_queues_on_shutdown(app: web.Application) -> None:
+    queues = app.get(QUEUES)
+    if queues is not None:
+        queues.stop_taking_leavers()
+
+
 RESOURCES = (_store, _http_client, _flows, _supervisor, _conversations, _queues, _voice_calls)
 
 
@@ -173,6 +179,8 @@ def create_app(settings: Settings, api_token: str | None = None) -> web.Applicat
     widget.add_routes(app)
     agent_auth.add_routes(app)
     agent_desktop.add_routes(app)
+    # Before the chat sockets close (chat.add_routes' on_shutdown): their customers still wait.
+    app.on_shutdown.insert(0, _keep_queues_on_shutdown)
     if settings.demo.crm:
         app.add_subapp("/demo/crm", create_demo_crm())
     return app
