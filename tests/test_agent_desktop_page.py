@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from playwright.async_api import Locator, Page, expect
 
-from tests.agent_fixtures import PASSWORD, add_agent
+from tests.agent_fixtures import PASSWORD, add_agent, open_desk
 from tests.browser import LaunchChromium, page_errors
 from tests.serve_fixtures import ALICE, Chat, Served
 
@@ -157,7 +157,7 @@ async def test_the_desktop_sends_strangers_to_sign_in_and_says_when_the_password
     await expect(page).to_have_url(server.url + "/agent/login")
 
 
-async def test_a_declined_offer_leaves_the_page_and_the_customer_waits_on(
+async def test_a_declined_offer_leaves_the_page_and_the_customer_waits_for_someone_else(
     server: Served, chromium: LaunchChromium
 ) -> None:
     await add_agent(server, "dana", name="Dana Scully")
@@ -165,6 +165,12 @@ async def test_a_declined_offer_leaves_the_page_and_the_customer_waits_on(
     errors = page_errors(page)
     desktop = Desktop(page)
     await desktop.open(server, "dana")
+    # A colleague signed in, on a break. Alone, Dana would be offered the same chat again at
+    # once: declines are forgotten when every signed-in agent of the queue has declined
+    # (ivr.routing.acd).
+    await add_agent(server, "fox", name="Fox Mulder")
+    fox = await open_desk(server, "fox", available=False)
+    await fox.presence("break")
     await desktop.set_presence("available")
 
     _chat, conv_id = await verified_chat_asking_for_an_agent(server)
@@ -177,4 +183,7 @@ async def test_a_declined_offer_leaves_the_page_and_the_customer_waits_on(
 
     conv = await server.conversation(conv_id)
     assert conv["status"] == "queued"
+    await fox.presence("available")  # still waiting: the next agent gets it
+    await fox.expect("offer", conversation_id=conv_id)
+    await fox.close()
     assert errors == []
