@@ -109,6 +109,12 @@ class FirefoxPage:
         }
         return await self.evaluate(script, timeout + TIMEOUT_S)
 
+    def _disconnected(self) -> None:
+        """The page went (crashed, navigated away): its pending scripts fail now, not later."""
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_exception(PageScriptError("the page disconnected"))
+
     def _answer(self, message: dict[str, Any]) -> None:
         reply = self._replies.get(message.get("id", -1))
         if reply is None or reply.done():
@@ -146,6 +152,7 @@ async def driver_site(
         async for message in sock:
             if message.type == WSMsgType.TEXT:
                 firefox_page._answer(json.loads(message.data))
+        firefox_page._disconnected()
         return sock
 
     app = web.Application()

@@ -74,6 +74,9 @@ class ChatChannel:
         return answer
 
     async def transfer(self, target: TransferTarget) -> bool:
+        # Left unread in the inbox, an answer to a secure question would reach the agent.
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
         await self._emit({"type": "transfer", "queue": target.queue, "sip": target.sip_uri})
         return True
 

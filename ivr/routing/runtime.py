@@ -18,6 +18,8 @@ from ivr.routing.service import QueueNotices, QueueService
 from ivr.store import ConversationStore
 from ivr.store.queues import QueueStateStore
 
+NO_AGING_SECONDS = 1e9  # ~32 years
+
 
 def definitions(flows: FlowRepository) -> Mapping[str, QueueDefinition]:
     current = flows.current
@@ -27,7 +29,9 @@ def definitions(flows: FlowRepository) -> Mapping[str, QueueDefinition]:
 def policy(name: str, queue: QueueDefinition) -> QueuePolicy:
     return QueuePolicy(
         name=name,
-        aging_seconds=float(queue.aging) if queue.aging else float("inf"),
+        # aging 0 = none: a span no wait reaches, so priority alone orders (finite: the
+        # router's sort keys are enqueued_at - priority * aging_seconds).
+        aging_seconds=float(queue.aging) if queue.aging else NO_AGING_SECONDS,
         offer_timeout=float(queue.offer_timeout),
     )
 

@@ -39,6 +39,7 @@ from ivr.routing.acd import (
 from ivr.routing.card import context_card
 from ivr.routing.estimate import HandlingTimes, estimated_wait
 from ivr.routing.line import CustomerLine
+from ivr.store.database import StoreError
 
 log = logging.getLogger("ivr.routing")
 
@@ -97,8 +98,6 @@ class Waiting:
             if task is not asyncio.current_task():
                 task.cancel()
 
-    messages: list[str] = field(default_factory=list)
-
 
 class NotAllowed(Exception):
     """An agent asked for something that is not theirs to do (the text says what)."""
@@ -143,6 +142,11 @@ class QueueService:
         self.router.set_policies(self._policies().values())
         line = channel if isinstance(channel, CustomerLine) else None
         medium: Medium = "voice" if getattr(channel, "medium", "text") == "voice" else "text"
+        if medium == "voice":
+            # No agent can speak to a caller yet (the media bridge comes next): the call ends
+            # after the flow's words, as before, rather than ringing a desk that cannot answer.
+            log.warning("conversation %s: voice queues are not bridged to agents yet", conv.id)
+            return
         now = self._clock()
         entry = WaitingEntry(
             conversation_id=conv.id,
@@ -156,8 +160,10 @@ class QueueService:
         self.router.enqueue(entry)
         waiting = Waiting(conv, line)
         self._waiting[conv.id] = waiting
-        await self._state.save_entry(entry, "waiting", None)
-        await self._state.log(queue, conv.id, "enqueued", priority=target.priority)
+        await self._record_state(self._state.save_entry, entry, "waiting", None)
+        await self._record_state(
+            self._state.log, queue, conv.id, "enqueued", priority=target.priority
+        )
         if line is not None:
             waiting.tasks.append(self._spawn(self._announce(entry, line)))
             waiting.tasks.append(self._spawn(self._collect_while_waiting(entry, waiting)))
@@ -174,14 +180,16 @@ class QueueService:
             entry = stored.entry
             conv = await self._conversations.get(entry.conversation_id)
             if conv is None or conv.status is Status.ENDED:
-                await self._state.drop_entry(entry.conversation_id)
+                await self._record_state(self._state.drop_entry, entry.conversation_id)
                 continue
             if entry.medium == "voice":
                 conv.add_turn("queue", Role.SYSTEM, "the call ended when the server restarted")
                 conv.status = Status.ENDED
                 await self._persist(conv)
-                await self._state.drop_entry(entry.conversation_id)
-                await self._state.log(entry.queue, conv.id, "abandoned", seconds=None)
+                await self._record_state(self._state.drop_entry, entry.conversation_id)
+                await self._record_state(
+                    self._state.log, entry.queue, conv.id, "abandoned", seconds=None
+                )
                 continue
             if stored.state == "assigned":
                 conv.add_turn("queue", Role.SYSTEM, "back in the queue after a server restart")
@@ -189,7 +197,7 @@ class QueueService:
             await self._persist(conv)
             self.router.enqueue(entry)
             self._waiting[conv.id] = Waiting(conv, None)  # the customer's channel comes back later
-            await self._state.save_entry(entry, "waiting", None)
+            await self._record_state(self._state.save_entry, entry, "waiting", None)
             restored += 1
         if restored:
             asyncio.get_running_loop().call_soon(self._route)
@@ -270,9 +278,11 @@ class QueueService:
         waiting.conv.add_turn(waiting.line.name if waiting.line else "queue", Role.SYSTEM, why)
         waiting.conv.status = Status.ENDED
         await self._persist(waiting.conv)
-        await self._state.drop_entry(conversation_id)
+        await self._record_state(self._state.drop_entry, conversation_id)
         waited = self._clock() - entry.enqueued_at
-        await self._state.log(entry.queue, conversation_id, "abandoned", seconds=waited)
+        await self._record_state(
+            self._state.log, entry.queue, conversation_id, "abandoned", seconds=waited
+        )
         self._route()
 
     # ------------------------------------------------------------ agents' side
@@ -291,9 +301,11 @@ class QueueService:
         desks.discard(desk)
         if not desks:  # the agent's last tab closed: no more offers to them
             del self._desks[desk.agent_id]
-            offer = self.router.remove_agent(desk.agent_id)
-            if offer is not None:
-                self._route()
+            # Offline, not forgotten: a reload must find the conversations they hold (and
+            # their load, or they would be offered past their capacity).
+            if self.router.agent(desk.agent_id) is not None:
+                self.router.set_presence(desk.agent_id, Presence.OFFLINE, self._clock())
+            self._route()
 
     def presence(self, agent_id: str) -> Presence:
         agent = self.router.agent(agent_id)
@@ -321,8 +333,9 @@ class QueueService:
         channel = waiting.line.name if waiting.line else "queue"
         conv.add_turn(channel, Role.SYSTEM, f"{name} joined", agent=agent_id)
         await self._persist(conv)
-        await self._state.save_entry(entry, "assigned", agent_id)
-        await self._state.log(
+        await self._record_state(self._state.save_entry, entry, "assigned", agent_id)
+        await self._record_state(
+            self._state.log,
             entry.queue,
             conversation_id,
             "answered",
@@ -357,12 +370,13 @@ class QueueService:
         if assignment.ended or assignment.customer_left or assignment.line is None:
             raise NotAllowed("the customer is no longer here")
         channel = assignment.line.name
-        assignment.conv.add_turn(channel, Role.AGENT, text, agent=agent_id)
-        await self._persist(assignment.conv)
         try:
             await assignment.line.from_agent(assignment.agent_name, text)
         except ChannelClosed:
             await self._customer_left(assignment)
+            raise NotAllowed("the customer has left; the message was not delivered") from None
+        assignment.conv.add_turn(channel, Role.AGENT, text, agent=agent_id)
+        await self._persist(assignment.conv)
         await self._to_agent(agent_id, _message(conversation_id, channel, "agent", text))
 
     async def finish(self, agent_id: str, conversation_id: str, reason: str) -> None:
@@ -405,12 +419,19 @@ class QueueService:
         await self._persist(conv)
         handled = now - assignment.started
         self.handling.record(assignment.queue, handled)
-        await self._state.drop_entry(conversation_id)
-        await self._state.log(
-            assignment.queue, conversation_id, "handled", agent=agent_id, seconds=handled, code=code
+        await self._record_state(self._state.drop_entry, conversation_id)
+        await self._record_state(
+            self._state.log,
+            assignment.queue,
+            conversation_id,
+            "handled",
+            agent=agent_id,
+            seconds=handled,
+            code=code,
         )
         del self._assigned[conversation_id]
-        if not any(a.agent_id == agent_id for a in self._assigned.values()):
+        still_busy = any(a.agent_id == agent_id for a in self._assigned.values())
+        if not still_busy and self.presence(agent_id) is Presence.WRAP_UP:  # not a chosen break
             await self.set_presence(agent_id, Presence.AVAILABLE)
         await self._to_agent(agent_id, {"type": "wrapped_up", "conversation_id": conversation_id})
 
@@ -473,6 +494,16 @@ class QueueService:
             assignment.agent_id, {"type": "customer_left", "conversation_id": assignment.conv.id}
         )
 
+    async def _record_state(
+        self, write: Callable[..., Awaitable[None]], *args: Any, **kw: Any
+    ) -> None:
+        """Queue state and events are written through; a store outage is logged, never a
+        conversation left half-routed (the router in memory stays the truth meanwhile)."""
+        try:
+            await write(*args, **kw)
+        except StoreError as exc:
+            log.error("queue state not stored: %s", exc)
+
     def _own(self, agent_id: str, conversation_id: str) -> Assignment:
         assignment = self._assigned.get(conversation_id)
         if assignment is None or assignment.agent_id != agent_id:
@@ -502,9 +533,10 @@ class QueueService:
         if waiting is None:
             return
         entry = self.router.entry(offer.conversation_id)
-        waited = self._clock() - entry.enqueued_at if entry else None
-        card = await self.card(waiting.conv, offer.queue, waited)
-        await self._state.save_entry(entry, "offered", offer.agent_id) if entry else None
+        if entry is None:  # taken back meanwhile (the customer left)
+            return
+        card = await self.card(waiting.conv, offer.queue, self._clock() - entry.enqueued_at)
+        await self._record_state(self._state.save_entry, entry, "offered", offer.agent_id)
         await self._to_agent(
             offer.agent_id,
             {

@@ -29,9 +29,9 @@ import re
 from importlib import resources
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from ivr.routing.acd import AgentState, Presence
+from ivr.routing.acd import AgentState, Presence, RoutingError
 from ivr.routing.service import NotAllowed, QueueService
 from ivr.store import AgentRecord
 from ivr.web.agent_auth import current_agent
@@ -41,6 +41,7 @@ from ivr.web.keys import CONVERSATIONS, FLOWS, QUEUES
 log = logging.getLogger("ivr.agent")
 
 MAX_FRAME_BYTES = 16 * 1024
+_DESKS = web.AppKey("desk_sockets", set)
 MAX_TEXT_CHARS = 4000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CHOSEN_PRESENCE = {
@@ -89,6 +90,7 @@ async def desk_socket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     desk = DeskSocket(agent.id, ws)
     queues.desk_opened(desk, agent_state(agent), agent.display_name)
+    request.app[_DESKS].add(ws)
     try:
         assigned = [
             await queues.card(a.conv, a.queue, None) for a in queues.assignments_of(agent.id)
@@ -109,15 +111,22 @@ async def desk_socket(request: web.Request) -> web.StreamResponse:
             try:
                 frame = _parse(message.data)
                 await _handle(queues, agent, frame)
-            except (BadFrame, NotAllowed) as exc:
+            except (BadFrame, NotAllowed, RoutingError) as exc:
                 error = {"type": "error", "reason": str(exc), "refused": frame.get("type")}
                 if isinstance(frame.get("conversation_id"), str):
                     error["conversation_id"] = frame["conversation_id"]
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await desk.send(error)
     finally:
+        request.app[_DESKS].discard(ws)
         queues.desk_closed(desk)
     return ws
+
+
+async def _close_desks(app: web.Application) -> None:
+    """At shutdown: open desks would hold it up for aiohttp's whole shutdown timeout."""
+    for ws in list(app[_DESKS]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
 
 def _parse(data: str) -> dict[str, Any]:
@@ -194,6 +203,8 @@ async def desktop_script(_request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[_DESKS] = set()
+    app.on_shutdown.append(_close_desks)
     app.router.add_get("/agent/static/agent.js", desktop_script)
     app.router.add_get("/agent/ws", desk_socket)
     app.router.add_get("/agent/api/conversations/{id}", conversation_card)

@@ -297,5 +297,7 @@ class Visitor:
 
 def _why_no_bot(live: LiveRun) -> str:
     if live.conv.status in (Status.QUEUED, Status.WITH_AGENT):
+        if isinstance(live.channel, ChatChannel):
+            return "you are waiting for (or talking to) an agent here: type to them"
         return "you are with an agent on the call; hang up to type"
     return "this conversation has ended"

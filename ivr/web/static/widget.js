@@ -290,7 +290,9 @@
     ui.hangupButton.hidden = !call;
     // Before the hello we do not know yet whether calls are possible: wait. When they are not,
     // the button looks off but stays clickable, so a visitor who tries is told why.
-    ui.callButton.disabled = !canAnswer || session.callAvailability === "pending";
+    // With people (waiting for or talking to an agent in the chat), a call cannot take over.
+    ui.callButton.disabled = !canAnswer || session.callAvailability === "pending" ||
+      session.withPeople;
     const unavailable = session.callAvailability === "unavailable";
     ui.callButton.classList.toggle("ivr-unavailable", unavailable);
     ui.callNote.textContent = !canAnswer ? ""
@@ -455,6 +457,7 @@
         session.state = "ended";
         if (call) endCall();
         notice("The conversation has ended.");
+        offerRestart();
         break;
       case "error":
         notice(frame.reason || "Something went wrong.", "error");
