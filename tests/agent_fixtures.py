@@ -19,7 +19,7 @@ import pytest
 
 from ivr.store import AgentRecord
 from ivr.web.keys import AGENTS
-from tests.serve_fixtures import Served
+from tests.serve_fixtures import ALICE, Chat, Served
 
 PASSWORD = "correct horse battery"
 FRAME_TIMEOUT_S = 5.0
@@ -107,3 +107,14 @@ async def open_desk(served: Served, username: str, *, available: bool = True) ->
     if available:
         await desk.presence("available")
     return desk
+
+
+async def verified_chat_asking_for_an_agent(served: Served) -> tuple[Chat, str]:
+    """A chat customer who proves who they are (account number and PIN), then asks for a person."""
+    chat = await served.chat()
+    conv_id = await chat.start("bank")
+    await chat.say(ALICE["account"])
+    await chat.keys(ALICE["pin"])
+    await chat.keys("0")  # the bank menu's "agent"
+    await chat.expect("transfer", queue="cards")
+    return chat, conv_id

@@ -10,22 +10,11 @@ from __future__ import annotations
 
 from playwright.async_api import Locator, Page, expect
 
-from tests.agent_fixtures import PASSWORD, add_agent, open_desk
+from tests.agent_fixtures import PASSWORD, add_agent, open_desk, verified_chat_asking_for_an_agent
 from tests.browser import LaunchChromium, page_errors
-from tests.serve_fixtures import ALICE, Chat, Served
+from tests.serve_fixtures import ALICE, Served
 
 WRONG_SIGN_IN = "Wrong username or password"  # ivr.web.agent_auth.WRONG
-
-
-async def verified_chat_asking_for_an_agent(served: Served) -> tuple[Chat, str]:
-    """A chat customer who proves who they are (account number and PIN), then asks for a person."""
-    chat = await served.chat()
-    conv_id = await chat.start("bank")
-    await chat.say(ALICE["account"])
-    await chat.keys(ALICE["pin"])
-    await chat.keys("0")  # the bank menu's "agent"
-    await chat.expect("transfer", queue="cards")
-    return chat, conv_id
 
 
 async def sign_in(page: Page, served: Served, username: str, password: str = PASSWORD) -> None:

@@ -6,18 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.agent_fixtures import add_agent, open_desk
-from tests.serve_fixtures import ALICE, Chat, ServeApp, Served, assert_never_shows, wait_until
-
-
-async def verified_chat_asking_for_an_agent(served: Served) -> tuple[Chat, str]:
-    chat = await served.chat()
-    conv_id = await chat.start("bank")
-    await chat.say(ALICE["account"])
-    await chat.keys(ALICE["pin"])
-    await chat.keys("0")  # the bank menu's "agent"
-    await chat.expect("transfer", queue="cards")
-    return chat, conv_id
+from tests.agent_fixtures import add_agent, open_desk, verified_chat_asking_for_an_agent
+from tests.serve_fixtures import ALICE, ServeApp, Served, assert_never_shows, wait_until
 
 
 def texts(card: dict[str, Any]) -> list[str]:
