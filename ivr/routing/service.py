@@ -270,9 +270,9 @@ class QueueService:
         if waiting is None or entry is None:
             return
         waiting.stop()
-        for desk_agent in {entry.offered_to} - {None}:
+        if entry.offered_to is not None:  # ringing on a desk: stop it
             await self._to_agent(
-                str(desk_agent),
+                entry.offered_to,
                 {"type": "offer_gone", "conversation_id": conversation_id, "reason": "abandoned"},
             )
         waiting.conv.add_turn(waiting.line.name if waiting.line else "queue", Role.SYSTEM, why)
