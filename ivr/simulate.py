@@ -30,14 +30,12 @@ SIMULATED_CALLER = "+15550100"  # the caller id a simulated call presents
 
 
 class PrintingHandoff:
-    """Stands for the queues and the SMS gateway in a simulation: says what they would do."""
+    """Stands for the SMS gateway in a simulation: says what it would do (a transfer to a
+    queue is printed by the channel itself)."""
 
     def __init__(self, output: Callable[[str], None] = print) -> None:
         self.output = output
         self.sent: list[tuple[str, str | None]] = []
-
-    async def transfer(self, conv: Conversation, target: object) -> None:
-        return None  # the channel prints the transfer itself
 
     async def escalate(self, conv: Conversation, action: EscalateAction, to: str | None) -> None:
         self.sent.append((action.channel, to))

@@ -377,7 +377,7 @@ class QueueService:
             raise NotAllowed("the customer has left; the message was not delivered") from None
         assignment.conv.add_turn(channel, Role.AGENT, text, agent=agent_id)
         await self._persist(assignment.conv)
-        await self._to_agent(agent_id, _message(conversation_id, channel, "agent", text))
+        await self._to_agent(agent_id, self._message(conversation_id, channel, "agent", text))
 
     async def finish(self, agent_id: str, conversation_id: str, reason: str) -> None:
         """The agent ends the conversation (the customer is told, the channel closed)."""
@@ -474,7 +474,7 @@ class QueueService:
                 await self._persist(assignment.conv)
                 await self._to_agent(
                     assignment.agent_id,
-                    _message(assignment.conv.id, line.name, "customer", text),
+                    self._message(assignment.conv.id, line.name, "customer", text),
                 )
         except ChannelClosed:
             await self._customer_left(assignment)
@@ -488,7 +488,7 @@ class QueueService:
         await self._persist(assignment.conv)
         await self._to_agent(
             assignment.agent_id,
-            _message(assignment.conv.id, channel, "system", "the customer left"),
+            self._message(assignment.conv.id, channel, "system", "the customer left"),
         )
         await self._to_agent(
             assignment.agent_id, {"type": "customer_left", "conversation_id": assignment.conv.id}
@@ -584,6 +584,16 @@ class QueueService:
         if not task.cancelled() and task.exception() is not None:
             log.error("queue task failed", exc_info=task.exception())
 
+    def _message(self, conversation_id: str, channel: str, role: str, text: str) -> dict[str, Any]:
+        return {
+            "type": "message",
+            "conversation_id": conversation_id,
+            "channel": channel,
+            "role": role,
+            "text": text,
+            "ts": self._clock(),
+        }
+
     async def close(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
@@ -601,14 +611,3 @@ class QueueNotices:
     every: float = 0.0  # seconds; 0: only once, at the start
     position: bool = True
     estimated_wait: bool = True
-
-
-def _message(conversation_id: str, channel: str, role: str, text: str) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "conversation_id": conversation_id,
-        "channel": channel,
-        "role": role,
-        "text": text,
-        "ts": time.time(),
-    }

@@ -34,7 +34,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ivr.routing.acd import AgentState, Presence, RoutingError
 from ivr.routing.service import NotAllowed, QueueService
 from ivr.store import AgentRecord
-from ivr.web.agent_auth import current_agent
+from ivr.store.agents import DEFAULT_CAPACITY
+from ivr.web.agent_auth import require_agent
 from ivr.web.errors import json_error
 from ivr.web.keys import CONVERSATIONS, FLOWS, QUEUES
 
@@ -71,7 +72,7 @@ def agent_state(agent: AgentRecord) -> AgentState:
         agent_id=agent.id,
         skills=dict(agent.skills),
         queues=frozenset(agent.queues),
-        capacity={"voice": 1, "text": 3} | dict(agent.capacity),
+        capacity=DEFAULT_CAPACITY | dict(agent.capacity),
     )
 
 
@@ -81,10 +82,8 @@ def wrap_up_codes(app: web.Application, queues: tuple[str, ...]) -> dict[str, li
     return {q: list(getattr(defined.get(q), "wrap_up_codes", None) or []) for q in queues}
 
 
-async def desk_socket(request: web.Request) -> web.StreamResponse:
-    agent = await current_agent(request)
-    if agent is None:
-        return json_error(401, "sign in first", hint="POST /agent/login")
+@require_agent
+async def desk_socket(request: web.Request, agent: AgentRecord) -> web.StreamResponse:
     queues: QueueService = request.app[QUEUES]
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
@@ -180,11 +179,9 @@ async def _handle(queues: QueueService, agent: AgentRecord, frame: dict[str, Any
         raise BadFrame(f"unknown frame type {kind!r}")
 
 
-async def conversation_card(request: web.Request) -> web.Response:
+@require_agent
+async def conversation_card(request: web.Request, agent: AgentRecord) -> web.Response:
     """A conversation's card, for an agent who serves its queue (or holds it)."""
-    agent = await current_agent(request)
-    if agent is None:
-        return json_error(401, "sign in first", hint="POST /agent/login")
     conv_id = request.match_info["id"]
     conv = await request.app[CONVERSATIONS].get(conv_id)
     queue = (conv.handoff or {}).get("queue") if conv else None
