@@ -86,6 +86,10 @@ class Queues(Protocol):
         self, conv: Conversation, target: TransferTarget, channel: Channel
     ) -> None: ...
 
+    def holds(self, conversation_id: str) -> bool:
+        """Is the conversation waiting or with an agent here (its channel held open)?"""
+        ...
+
 
 class Handoff(Protocol):
     """Where escalations go beyond the channel (SMS links, chat links)."""

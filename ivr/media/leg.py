@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ivr.media.bridge import Relay
 from ivr.media.listening import MIN_RMS, Answer, Ear, Listener, ListenSpec
 from ivr.media.playback import Playback
 
@@ -96,6 +97,11 @@ class VoiceLeg:
     # Browser callers see what the bot is doing ("speaking", "listening"); phone callers
     # cannot, so SIP legs do not report it (one event less per prompt).
     report_state: bool = False
+    # Bridged to another leg (`bridged_to`): what this leg receives goes to `relay_out`, which
+    # the other leg plays; no listener hears it (the bot is out of the conversation).
+    bridged_to: str | None = None
+    relay_out: Relay | None = None
+    serves: str | None = None  # an agent's leg: the caller's leg it was made for, and ends with
     _state: str = ""
 
     def __post_init__(self) -> None:
@@ -144,6 +150,12 @@ class VoiceLeg:
 
     def hear(self, now: float) -> None:
         """Received frames into the listener, then the wake-up hints for the next ones."""
+        relay = self.relay_out
+        if relay is not None:  # bridged: the other leg plays what this one hears
+            while self.received:
+                relay.push(self.received.popleft()[0])
+            self.hints.clear()
+            return
         listener = self.listener
         while self.received:
             frame, level = self.received.popleft()

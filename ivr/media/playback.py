@@ -1,5 +1,10 @@
 """What a call is saying: a queue of prompts, each bargeable or not, fed to the audio port.
 
+Under the prompts there may be a `source`: audio that plays whenever no prompt does (hold
+music, or the other side of a bridge, see `ivr.media.bridge`). A prompt queued over it is heard
+first, then the source goes on; the source never counts as "playing" (nothing waits for it to
+end: a hang-up queued after the last prompt happens while music would still play).
+
 The loop keeps a small lead of frames in the port's outgoing buffer (the clock thread takes one
 every 20 ms); a barge-in drops the buffered frames and the bargeable prompts at the head of the
 queue at once, so the caller hears the prompt stop at the bridge's next tick. A hold takes the
@@ -11,8 +16,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 LEAD_FRAMES = 4  # 80 ms buffered ahead: rides out loop jitter, and is all a barge-in must drop
+
+
+class Source(Protocol):
+    def next_frame(self) -> bytes | None:
+        """The next 20 ms frame, or None when there is nothing to play now."""
+        ...
 
 
 @dataclass
@@ -34,6 +46,8 @@ class Playback:
     # its frames dropped): track by the item currently feeding.
     _feeding: PromptItem | None = None
     held: list[bytes] | None = None  # frames taken back from `outgoing` by `hold`
+    source: Source | None = None  # plays under the prompts (hold music, a bridged leg)
+    _prompt_fed: bool = False  # the last frame put into `outgoing` was a prompt's
 
     def enqueue(self, frames: list[bytes], barge_in: bool) -> None:
         if frames:
@@ -43,17 +57,26 @@ class Playback:
         """Top up the outgoing buffer (called every loop tick)."""
         if self.held is not None:
             return
-        while len(self.outgoing) < LEAD_FRAMES and self.items:
-            item = self.items[0]
-            self._feeding = item
-            self.outgoing.append(item.frames[item.position])
-            item.position += 1
-            if item.finished:
-                self.items.popleft()
+        while len(self.outgoing) < LEAD_FRAMES:
+            if self.items:
+                item = self.items[0]
+                self._feeding = item
+                self.outgoing.append(item.frames[item.position])
+                self._prompt_fed = True
+                item.position += 1
+                if item.finished:
+                    self.items.popleft()
+            elif self.source is not None and (frame := self.source.next_frame()) is not None:
+                self.outgoing.append(frame)
+                self._prompt_fed = False
+            else:
+                return
 
     @property
     def playing(self) -> bool:
-        return bool(self.items) or bool(self.outgoing) or self.held is not None
+        """Is a prompt being heard (or queued)? A source's audio does not count."""
+        prompt_buffered = bool(self.outgoing) and self._prompt_fed
+        return bool(self.items) or prompt_buffered or self.held is not None
 
     @property
     def bargeable_now(self) -> bool:
@@ -96,7 +119,9 @@ class Playback:
             self.feed()
 
     def stop(self) -> None:
+        """Drop the prompts (a source plays on)."""
         self.outgoing.clear()
         self.items.clear()
         self.held = None
         self._feeding = None
+        self._prompt_fed = False

@@ -4,8 +4,12 @@
 
 It connects to the control plane's socket, says hello, and then reports calls (`incoming`,
 `input`, `barge_in`, `transfer`, `ended`) and obeys commands (`answer`, `reject`, `play`,
-`collect`, `stop`, `transfer`, `hangup`). It holds no business state: when the control plane goes
-away it hangs up and exits, and the supervisor starts a fresh one.
+`collect`, `stop`, `music`, `transfer`, `hangup`, and `offer` for a browser's leg). It holds no
+business state: when the control plane goes away it hangs up and exits, and the supervisor
+starts a fresh one.
+
+An `offer` with `bridge: <call>` is an agent's browser leg for a caller on this worker: the two
+legs are bridged at once (`ivr.media.bridge`), and the agent's leg ends with the caller's.
 
 One asyncio loop owns every call; a 20 ms ticker moves audio between the calls' ports and their
 listeners and players (the clock thread also wakes it when a barge-in or the end of an answer
@@ -34,6 +38,7 @@ from urllib.parse import unquote
 import pjsua2 as pj
 
 from ivr.media.audio import FRAME_MS, SILENCE, BadPromptAudio, PromptFiles
+from ivr.media.bridge import Loop, Relay
 from ivr.media.call import IvrCall, SipLeg
 from ivr.media.endpoint import (
     EndpointOptions,
@@ -241,7 +246,8 @@ class MediaWorker:
     def on_command(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "offer":
-            self._offer(str(message.get("call")), message.get("sdp"))
+            bridge = message.get("bridge")
+            self._offer(str(message.get("call")), message.get("sdp"), bridge and str(bridge))
             return
         leg = self.legs.get(str(message.get("call")))
         if leg is None or leg.ended:
@@ -267,6 +273,11 @@ class MediaWorker:
                 )
         elif op == "stop":
             leg.stop()
+        elif op == "music":  # hold music under the prompts, looped; no files: none
+            if leg.bridged_to is not None:
+                raise ValueError("the call is bridged: no music")
+            frames = self._frames(message)
+            leg.playback.source = Loop(frames) if frames else None
         elif op == "transfer":
             uri, headers = str(message["uri"]), dict(message.get("headers", {}))
             leg.playback.enqueue(TAIL, barge_in=False)
@@ -280,8 +291,9 @@ class MediaWorker:
         else:
             self.emit({"event": "error", "call": leg.key, "message": f"unknown op {op!r}"})
 
-    def _offer(self, key: str, sdp: object) -> None:
-        """A browser call: answer its SDP offer (the `webrtc_answer` event), or end it."""
+    def _offer(self, key: str, sdp: object, bridge: str | None = None) -> None:
+        """A browser's leg: answer its SDP offer (the `webrtc_answer` event), or end it. With
+        `bridge`, an agent's leg for that caller, bridged to it at once."""
         from ivr.media.webrtc import BrowserLeg
 
         def refuse(code: int, reason: str) -> None:
@@ -293,14 +305,51 @@ class MediaWorker:
         if not isinstance(sdp, str) or not sdp.strip():
             refuse(400, "the offer has no SDP")
             return
-        carried = sum(isinstance(leg, BrowserLeg) for leg in self.legs.values())
-        if carried >= self.options.webrtc_max_calls:
-            refuse(486, f"this media worker carries its {carried} browser calls already")
+        caller = self.legs.get(bridge) if bridge else None
+        if bridge and (caller is None or caller.ended or caller.hanging_up):
+            refuse(404, f"no call {bridge} to bridge to")
             return
+        if caller is None:  # agents' legs ride with their callers' (at most one each)
+            carried = sum(
+                isinstance(leg, BrowserLeg) and leg.serves is None for leg in self.legs.values()
+            )
+            if carried >= self.options.webrtc_max_calls:
+                refuse(486, f"this media worker carries its {carried} browser calls already")
+                return
         leg = BrowserLeg(key, self, ear=Ear(self.new_vad()), on_over=self._browser_over)
         self.legs[key] = leg
         self._has_calls.set()
+        if caller is not None:
+            leg.report_state = False  # the agent's desk has no use for the bot's state
+            leg.serves = caller.key
+            self._bridge(caller, leg)
         self.spawn(self._answer_offer(leg, sdp))
+
+    def _bridge(self, caller: VoiceLeg, agent: VoiceLeg) -> None:
+        """From now on the two legs hear each other, and the bot hears neither."""
+        previous = self.legs.get(caller.bridged_to or "")
+        if previous is not None:  # the agent's new leg (a desk reload) replaces the old one
+            self._unbridge(previous)
+            previous.hangup(because="replaced by the agent's new connection")
+        if caller.listener is not None:
+            caller.listener.cancel()
+            caller.listener = None
+        # The agent speaks from the first moment: an announcement still queued is stale now.
+        caller.playback.stop()
+        for one, other in ((caller, agent), (agent, caller)):
+            one.bridged_to = other.key
+            one.relay_out = Relay()
+        caller.playback.source = agent.relay_out  # in place of the music
+        agent.playback.source = caller.relay_out
+        log.info("call %s bridged to %s", caller.key, agent.key)
+
+    def _unbridge(self, leg: VoiceLeg) -> None:
+        other = self.legs.get(leg.bridged_to or "")
+        for one in (leg, other):
+            if one is not None:
+                one.bridged_to = None
+                one.relay_out = None
+                one.playback.source = None
 
     async def _answer_offer(self, leg: Any, sdp: str) -> None:
         from ivr.media.webrtc import BadOffer
@@ -424,6 +473,11 @@ class MediaWorker:
         leg = self.legs.pop(key, None)
         if leg is None:
             return
+        if leg.bridged_to is not None:
+            other = self.legs.get(leg.bridged_to)
+            self._unbridge(leg)
+            if other is not None and other.serves == key:  # the caller left: so does the agent
+                other.hangup(because="the caller hung up")
         leg.release()
         pending = self._asr_clients.pop(key, None)
         if pending is not None:

@@ -39,3 +39,35 @@ class CustomerLine(Protocol):
     async def end(self, reason: str) -> None:
         """The conversation is over on this channel: hang up, close the chat."""
         ...
+
+
+@runtime_checkable
+class AgentLeg(Protocol):
+    """The agent's own audio leg, bridged to a caller (their browser softphone)."""
+
+    answer_sdp: str
+
+    def add_candidate(self, candidate: str, mid: str | None, index: int | None) -> None:
+        """One of the agent's browser's trickled ICE candidates."""
+        ...
+
+    async def ended(self) -> str:
+        """Returns, with the reason, when this leg has ended (the agent's side or the call)."""
+        ...
+
+    def hang_up(self) -> None: ...
+
+
+@runtime_checkable
+class VoiceLine(CustomerLine, Protocol):
+    """A caller's line: music while they wait, then a bridge to the agent's own audio leg."""
+
+    async def hold(self, music: str | None, language: str) -> None:
+        """Music until an agent is bridged: the recorded prompt `music` (in `language`), else
+        the built-in."""
+        ...
+
+    async def bridge_agent(self, offer_sdp: str) -> AgentLeg:
+        """Answer the agent's browser offer with a leg bridged to the caller. ValueError
+        (refused, or the call is gone) or TimeoutError when it cannot be made."""
+        ...

@@ -250,7 +250,9 @@ class QueueDefinition(Strict):
     overflow: Overflow | None = None
     hours: Hours | None = Field(None, description="Opening hours; none = always open")
     hold_music: PromptId | None = Field(
-        None, description="Prompt played while a caller waits (a recorded WAV of that id wins)"
+        None,
+        description="Prompt id whose recording (prompts/<language>/<id>.wav) loops while a "
+        "caller waits; none = the built-in music",
     )
     announce: Announce | None = Field(None, description="None = no announcements")
     wrap_up: int = Field(

@@ -38,12 +38,14 @@ def policy(name: str, queue: QueueDefinition) -> QueuePolicy:
 
 def notices(queue: QueueDefinition | None) -> QueueNotices:
     announce = queue.announce if queue is not None else None
+    music = queue.hold_music if queue is not None else None
     if announce is None:  # told once where they stand, then left to wait
-        return QueueNotices(every=0.0)
+        return QueueNotices(every=0.0, hold_music=music)
     return QueueNotices(
         every=float(announce.every),
         position=announce.position,
         estimated_wait=announce.estimated_wait,
+        hold_music=music,
     )
 
 

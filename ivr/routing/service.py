@@ -38,7 +38,7 @@ from ivr.routing.acd import (
 )
 from ivr.routing.card import context_card
 from ivr.routing.estimate import HandlingTimes, estimated_wait
-from ivr.routing.line import CustomerLine
+from ivr.routing.line import AgentLeg, CustomerLine, VoiceLine
 from ivr.store.database import StoreError
 
 log = logging.getLogger("ivr.routing")
@@ -82,6 +82,7 @@ class Assignment:
     relay: asyncio.Task[None] | None = None
     customer_left: bool = False
     ended: bool = False
+    agent_leg: AgentLeg | None = None  # a call's: the agent's softphone, bridged to the caller
 
 
 @dataclass
@@ -142,10 +143,10 @@ class QueueService:
         self.router.set_policies(self._policies().values())
         line = channel if isinstance(channel, CustomerLine) else None
         medium: Medium = "voice" if getattr(channel, "medium", "text") == "voice" else "text"
-        if medium == "voice":
-            # No agent can speak to a caller yet (the media bridge comes next): the call ends
-            # after the flow's words, as before, rather than ringing a desk that cannot answer.
-            log.warning("conversation %s: voice queues are not bridged to agents yet", conv.id)
+        if medium == "voice" and not isinstance(line, VoiceLine):
+            # No way to bridge this call to an agent's audio: it ends after the flow's words
+            # rather than ringing a desk that could not speak to the caller.
+            log.warning("conversation %s: this call cannot be bridged to an agent", conv.id)
             return
         now = self._clock()
         entry = WaitingEntry(
@@ -164,6 +165,9 @@ class QueueService:
         await self._record_state(
             self._state.log, queue, conv.id, "enqueued", priority=target.priority
         )
+        if isinstance(line, VoiceLine):
+            with contextlib.suppress(ChannelClosed):  # gone already: the listener notices
+                await line.hold(self._notices(queue).hold_music, conv.language)
         if line is not None:
             waiting.tasks.append(self._spawn(self._announce(entry, line)))
             waiting.tasks.append(self._spawn(self._collect_while_waiting(entry, waiting)))
@@ -210,9 +214,13 @@ class QueueService:
         try:
             while entry.conversation_id in self._waiting:
                 position = self.router.position(entry.conversation_id, self._clock())
-                if position is not None and (first or notices.every):
-                    conv_id = entry.conversation_id
-                    await line.notify(self._wait_notice(conv_id, entry.queue, position, notices))
+                waiting = self._waiting.get(entry.conversation_id)
+                if waiting is not None and position is not None and (first or notices.every):
+                    text = self._wait_notice(entry.conversation_id, entry.queue, position, notices)
+                    await line.notify(text)
+                    # On the timeline: the agent (and a report) sees what the customer was told.
+                    waiting.conv.add_turn(line.name, Role.BOT, text, kind="notice")
+                    await self._persist(waiting.conv)
                 first = False
                 await asyncio.sleep(notices.every or 3600)
         except ChannelClosed:
@@ -387,6 +395,8 @@ class QueueService:
         assignment.ended = True
         if assignment.relay is not None:
             assignment.relay.cancel()
+        if assignment.agent_leg is not None:
+            assignment.agent_leg.hang_up()
         if assignment.line is not None and not assignment.customer_left:
             with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
                 await assignment.line.end(reason)
@@ -452,6 +462,62 @@ class QueueService:
             line=getattr(line, "name", None),
             customer_left=isinstance(live, Assignment) and live.customer_left,
         )
+
+    async def connect_audio(self, agent_id: str, conversation_id: str, offer_sdp: str) -> str:
+        """The agent's softphone joins the caller: its leg is bridged to the call on the
+        caller's media worker. Returns the SDP answer for the agent's browser."""
+        assignment = self._own(agent_id, conversation_id)
+        line = assignment.line
+        if assignment.ended or assignment.customer_left or not isinstance(line, VoiceLine):
+            raise NotAllowed("there is no call to speak on in this conversation")
+        try:
+            leg = await line.bridge_agent(offer_sdp)
+        except ChannelClosed:
+            raise NotAllowed("the caller has hung up") from None
+        except (ValueError, TimeoutError) as exc:
+            raise NotAllowed(f"the call's audio could not be connected: {exc}") from None
+        previous, assignment.agent_leg = assignment.agent_leg, leg
+        if previous is not None:  # replaced (the worker hangs it up too)
+            previous.hang_up()
+        self._spawn(self._watch_audio(assignment, leg))
+        return leg.answer_sdp
+
+    def audio_candidate(
+        self,
+        agent_id: str,
+        conversation_id: str,
+        candidate: str,
+        mid: str | None,
+        index: int | None,
+    ) -> None:
+        assignment = self._own(agent_id, conversation_id)
+        if assignment.agent_leg is None:
+            raise NotAllowed("send the softphone's offer first")
+        assignment.agent_leg.add_candidate(candidate, mid, index)
+
+    async def _watch_audio(self, assignment: Assignment, leg: AgentLeg) -> None:
+        """The agent's audio leg ended: said to the desk; a caller still there hears music
+        until the agent's softphone connects again."""
+        reason = await leg.ended()
+        if assignment.agent_leg is not leg:
+            return  # replaced by a newer one
+        assignment.agent_leg = None
+        conv_id = assignment.conv.id
+        await self._to_agent(
+            assignment.agent_id,
+            {"type": "audio", "conversation_id": conv_id, "state": "ended", "reason": reason},
+        )
+        line = assignment.line
+        if not (assignment.ended or assignment.customer_left) and isinstance(line, VoiceLine):
+            with contextlib.suppress(ChannelClosed):
+                await line.hold(
+                    self._notices(assignment.queue).hold_music, assignment.conv.language
+                )
+
+    def holds(self, conversation_id: str) -> bool:
+        """Is the conversation waiting here, or with an agent (its channel held open)?"""
+        assignment = self._assigned.get(conversation_id)
+        return conversation_id in self._waiting or (assignment is not None and not assignment.ended)
 
     def assignments_of(self, agent_id: str) -> list[Assignment]:
         return [a for a in self._assigned.values() if a.agent_id == agent_id]
@@ -611,3 +677,4 @@ class QueueNotices:
     every: float = 0.0  # seconds; 0: only once, at the start
     position: bool = True
     estimated_wait: bool = True
+    hold_music: str | None = None  # a recorded prompt's id; None: the built-in music

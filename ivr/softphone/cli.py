@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ACTION",
         help="wait-prompt | wait-speech | dtmf DIGITS | say TEXT | play FILE.wav | "
-        "silence SECONDS | hangup | expect-transfer (repeatable, in order)",
+        "silence SECONDS | hangup | expect-transfer | wait-file PATH (repeatable, in order)",
     )
     script.add_argument("--script", metavar="FILE", help="actions, one a line, # comment lines")
     script.add_argument(

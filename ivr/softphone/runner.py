@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ivr.softphone.audio import AudioError, read_wav, silence, synthesise
@@ -164,6 +165,8 @@ class Runner:
             await self._hangup()
         elif name == "expect-transfer":
             await self._expect_transfer()
+        elif name == "wait-file":
+            await self._wait_file(Path(str(action.arg)))
         else:  # the parser only lets known actions through
             raise ActionFailed(f"no such action {name!r}")
 
@@ -229,6 +232,11 @@ class Runner:
         self.phone.hangup(leg)
         if not await self.phone.wait_for(lambda: leg.disconnected, self.settings.timeout):
             raise ActionFailed("the far end did not answer our BYE")
+
+    async def _wait_file(self, path: Path) -> None:
+        """Until `path` exists: another program says when to go on (the call stays up)."""
+        if not await self._wait(path.exists):
+            raise ActionFailed(f"{path} did not appear within {self.settings.timeout:g} s")
 
     async def _expect_transfer(self) -> None:
         if not await self._wait(lambda: self.phone.transfer is not None):

@@ -10,6 +10,7 @@ file and line before anything is dialled:
     play recordings/balance.wav
     silence 1.5
     expect-transfer
+    wait-file /tmp/agent-ready   # until another program creates it (ops scripts, tests)
     hangup
 
 Comments are whole lines starting with `#`: a trailing `#` cannot start a comment because it is
@@ -35,6 +36,7 @@ ACTIONS: dict[str, str] = {
     "silence": "seconds",
     "hangup": "none",
     "expect-transfer": "none",
+    "wait-file": "path",
 }
 
 _DTMF = re.compile(r"[0-9*#A-Da-d]+")
@@ -93,7 +95,7 @@ def parse_action(text: str, where: str) -> Action:
 _ARG_HELP = {
     "digits": "digits (dtmf 1234#)",
     "text": 'text (say "hello")',
-    "path": "a WAV file (play prompt.wav)",
+    "path": "a file (play prompt.wav, wait-file ready)",
     "seconds": "seconds (silence 1.5)",
 }
 

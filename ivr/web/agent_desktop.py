@@ -7,17 +7,25 @@ service (`ivr.routing.service`). Protocol (JSON text frames). Agent -> server:
   {"type": "send", "conversation_id": "...", "text": "..."}    to the customer (chat, SMS)
   {"type": "end", "conversation_id": "..."}                    close the conversation
   {"type": "wrap_up", "conversation_id": "...", "code": "...", "notes": "..."}
+  {"type": "audio_offer", "conversation_id", "sdp"}             a call's: the softphone's offer
+  {"type": "audio_candidate", "conversation_id", "candidate", "sdpMid", "sdpMLineIndex"}
 Server -> agent:
-  {"type": "hello", "agent": {...}, "presence": "...", "assigned": [card, ...], "codes": {...}}
+  {"type": "hello", "agent": {...}, "presence": "...", "assigned": [card, ...], "codes": {...},
+   "ice_servers": [...]}
   {"type": "presence", "state": "...", "reason"?: "missed an offer"}
   {"type": "offer", "conversation_id", "queue", "expires_in": seconds, "card": {...}}
   {"type": "offer_gone", "conversation_id", "reason": "declined" | "timeout" | "abandoned"}
   {"type": "assigned", "card": {...}}                          accepted: the whole context
   {"type": "message", "conversation_id", "channel", "role": "customer" | "agent", "text", "ts"}
   {"type": "customer_left" | "ended" | "wrapped_up", "conversation_id"}
+  {"type": "audio_answer", "conversation_id", "sdp"}             bridged to the caller
+  {"type": "audio", "conversation_id", "state": "ended", "reason"}   the softphone's leg ended
   {"type": "error", "reason", "refused": type, "conversation_id"?}   a refused frame; nothing
                                                                changed
 A card (`ivr.routing.card`) never holds a secret: identity says how it was verified, not with what.
+A call's card has "medium": "voice": the desk answers with its softphone, a WebRTC leg of its
+own that the caller's media worker bridges to the call (frames handled in order, so candidates
+sent after an offer reach the leg that offer made).
 """
 
 from __future__ import annotations
@@ -37,11 +45,12 @@ from ivr.store import AgentRecord
 from ivr.store.agents import DEFAULT_CAPACITY
 from ivr.web.agent_auth import require_agent
 from ivr.web.errors import json_error
-from ivr.web.keys import CONVERSATIONS, FLOWS, QUEUES
+from ivr.web.keys import BROWSER_CALLS, CONVERSATIONS, FLOWS, QUEUES
+from ivr.web.signalling import MAX_SDP_BYTES, BadSignal, ice_candidate, offer_sdp
 
 log = logging.getLogger("ivr.agent")
 
-MAX_FRAME_BYTES = 16 * 1024
+MAX_FRAME_BYTES = MAX_SDP_BYTES + 1024  # the largest frame is a softphone's offer
 _DESKS = web.AppKey("desk_sockets", set)
 MAX_TEXT_CHARS = 4000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -101,6 +110,7 @@ async def desk_socket(request: web.Request, agent: AgentRecord) -> web.StreamRes
                 "presence": str(queues.presence(agent.id)),
                 "assigned": assigned,
                 "codes": wrap_up_codes(request.app, agent.queues),
+                "ice_servers": getattr(request.app.get(BROWSER_CALLS), "ice_servers", []),
             }
         )
         async for message in ws:
@@ -109,8 +119,10 @@ async def desk_socket(request: web.Request, agent: AgentRecord) -> web.StreamRes
             frame: dict[str, Any] = {}
             try:
                 frame = _parse(message.data)
-                await _handle(queues, agent, frame)
-            except (BadFrame, NotAllowed, RoutingError) as exc:
+                reply = await _handle(queues, agent, frame)
+                if reply is not None:
+                    await desk.send(reply)
+            except (BadFrame, BadSignal, NotAllowed, RoutingError) as exc:
                 error = {"type": "error", "reason": str(exc), "refused": frame.get("type")}
                 if isinstance(frame.get("conversation_id"), str):
                     error["conversation_id"] = frame["conversation_id"]
@@ -147,7 +159,10 @@ def _field(frame: dict[str, Any], name: str, limit: int = 200) -> str:
     return _CONTROL.sub("", value).strip()
 
 
-async def _handle(queues: QueueService, agent: AgentRecord, frame: dict[str, Any]) -> None:
+async def _handle(
+    queues: QueueService, agent: AgentRecord, frame: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Do what the frame asks; a frame to answer this very desk with, if any."""
     kind = frame["type"]
     if kind == "presence":
         state = _CHOSEN_PRESENCE.get(str(frame.get("state")))
@@ -175,8 +190,15 @@ async def _handle(queues: QueueService, agent: AgentRecord, frame: dict[str, Any
             _field(frame, "code", 64),
             _CONTROL.sub("", notes).strip(),
         )
+    elif kind == "audio_offer":
+        conv_id = _field(frame, "conversation_id")
+        answer = await queues.connect_audio(agent.id, conv_id, offer_sdp(frame))
+        return {"type": "audio_answer", "conversation_id": conv_id, "sdp": answer}
+    elif kind == "audio_candidate":
+        queues.audio_candidate(agent.id, _field(frame, "conversation_id"), *ice_candidate(frame))
     else:
         raise BadFrame(f"unknown frame type {kind!r}")
+    return None
 
 
 @require_agent
@@ -192,8 +214,14 @@ async def conversation_card(request: web.Request, agent: AgentRecord) -> web.Res
     return web.json_response(await queues.card(conv, str(queue), None))
 
 
-async def desktop_script(_request: web.Request) -> web.Response:
-    script = resources.files("ivr.web").joinpath("static/agent.js").read_text(encoding="utf-8")
+DESKTOP_SCRIPTS = ("agent.js", "agent-softphone.js")
+
+
+async def desktop_script(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in DESKTOP_SCRIPTS:
+        return json_error(404, f"no script {name!r}")
+    script = resources.files("ivr.web").joinpath(f"static/{name}").read_text(encoding="utf-8")
     return web.Response(
         text=script, content_type="text/javascript", headers={"Cache-Control": "no-cache"}
     )
@@ -202,6 +230,6 @@ async def desktop_script(_request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app[_DESKS] = set()
     app.on_shutdown.append(_close_desks)
-    app.router.add_get("/agent/static/agent.js", desktop_script)
+    app.router.add_get("/agent/static/{name}", desktop_script)
     app.router.add_get("/agent/ws", desk_socket)
     app.router.add_get("/agent/api/conversations/{id}", conversation_card)

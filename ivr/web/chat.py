@@ -37,7 +37,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivr.flow.channel import CustomerInput
 from ivr.web.keys import METRICS, SETTINGS
-from ivr.web.visitor import MAX_SDP_BYTES, BadMessage, Visitor
+from ivr.web.signalling import MAX_SDP_BYTES
+from ivr.web.visitor import BadMessage, Visitor
 
 log = logging.getLogger("ivr.chat")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -26,13 +26,11 @@ from ivr.flow.channel import CustomerInput
 from ivr.flow.engine import Stop
 from ivr.flow.problems import FlowError
 from ivr.web.keys import BROWSER_CALLS, CONVERSATIONS, METRICS, SETTINGS
+from ivr.web.signalling import MAX_CANDIDATES, BadSignal, ice_candidate, offer_sdp
 
 log = logging.getLogger("ivr.chat")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-MAX_SDP_BYTES = 64 * 1024
-MAX_CANDIDATE_CHARS = 512
-MAX_CANDIDATES = 20  # a browser trickles a handful: one per interface and protocol
 RETURN_TIMEOUT = 10.0  # seconds for an ended call's conversation to be back in the chat
 
 
@@ -117,11 +115,10 @@ class Visitor:
     async def _place_call(self, frame: dict[str, Any]) -> None:
         if self.call is not None:
             raise BadMessage("a call is already in progress", "in_call")
-        sdp = frame.get("sdp")
-        if not isinstance(sdp, str) or not sdp.strip():
-            raise BadMessage('"sdp" must be the offer\'s SDP text', "malformed")
-        if len(sdp.encode("utf-8", "surrogatepass")) > MAX_SDP_BYTES:
-            raise BadMessage(f"the offer is larger than {MAX_SDP_BYTES} bytes", "too_large")
+        try:
+            sdp = offer_sdp(frame)
+        except BadSignal as exc:
+            raise BadMessage(str(exc), exc.label) from None
         calls = self.browser_calls
         if calls is None or not calls.available:
             raise BadMessage("browser calls are not available on this server; chat works", "call")
@@ -178,27 +175,28 @@ class Visitor:
     def _on_call_event(self, handle: Any, event: dict[str, Any]) -> None:
         if event.get("event") == "ended" and self.call is handle:
             self.call = None  # typing is the visitor's again, even while the run winds down
+            live = self.live
+            if live is not None and live.task.done() and self._held_by_queue(live):
+                # Waiting for (or talking to) an agent on the call: hanging up ends it (the
+                # queue service counts it as abandoned, or tells the agent).
+                self._spawn(self._finish(None, cancelled=False, on_call=True))
+
+    def _held_by_queue(self, live: LiveRun) -> bool:
+        queues = self.app[CONVERSATIONS].services.queues
+        return (
+            live.conv.status in (Status.QUEUED, Status.WITH_AGENT)
+            and queues is not None
+            and queues.holds(live.conv.id)
+        )
 
     def add_candidate(self, frame: dict[str, Any]) -> None:
         """One of the browser's ICE candidates, trickled after its offer."""
         if self.call is None:
             raise BadMessage("there is no call for this candidate", "no_call")
-        candidate, mid, index = (
-            frame.get("candidate"),
-            frame.get("sdpMid"),
-            frame.get("sdpMLineIndex"),
-        )
-        if (
-            not isinstance(candidate, str)
-            or not candidate.startswith("candidate:")
-            or len(candidate) > MAX_CANDIDATE_CHARS
-            or not (isinstance(mid, str) or isinstance(index, int))
-        ):
-            raise BadMessage(
-                '"candidate" must be an ICE candidate line ("candidate:...") with its '
-                '"sdpMid" or "sdpMLineIndex"',
-                "malformed",
-            )
+        try:
+            candidate, mid, index = ice_candidate(frame)
+        except BadSignal as exc:
+            raise BadMessage(str(exc), exc.label) from None
         self._candidates += 1
         if self._candidates > MAX_CANDIDATES:
             raise BadMessage(f"more than {MAX_CANDIDATES} ICE candidates for one call", "flood")
@@ -239,6 +237,8 @@ class Visitor:
             self._moving = None
             return
         on_call = live.channel is not self.chat
+        if on_call and not task.cancelled() and self._held_by_queue(live):
+            return  # the caller waits on the call for an agent, who is bridged to it
         if on_call:
             call = getattr(live.channel, "call", None)
             if call is not None:

@@ -13,7 +13,8 @@ import json
 import logging
 from typing import Any
 
-from ivr.channels.voice.gateway import CallHandle
+from ivr.channels.voice.gateway import CallHandle, browser_leg
+from ivr.channels.voice.music import hold_music_file
 from ivr.channels.voice.prompts import PromptAudio
 from ivr.flow.channel import ChannelClosed, CustomerInput, InputSpec, Prompt, TransferTarget
 
@@ -42,6 +43,7 @@ class VoiceChannel:
         self.end_silence = end_silence
         self.complete_silence = complete_silence
         self.queued_seconds = 0.0  # prompt audio sent since the last answer (for hang-up waits)
+        self._agent_legs = 0
 
     async def say(self, prompt: Prompt) -> None:
         self._check_open()
@@ -81,8 +83,8 @@ class VoiceChannel:
 
     async def transfer(self, target: TransferTarget) -> bool:
         if not target.sip_uri:
-            # Queues of our own agents arrive with the ACD (routing/): keep the caller on the
-            # line; the conversation is stored as queued.
+            # One of our queues: the caller stays on the line, which the queue service holds
+            # from now on (music, announcements, then the agent's bridge).
             return True
         self._check_open()
         headers = dict(target.headers)
@@ -110,7 +112,25 @@ class VoiceChannel:
         await self.say(Prompt(text))
 
     async def agent_joined(self, agent_name: str) -> None:
-        await self.say(Prompt(f"{agent_name} will be with you now."))
+        """Nothing is said: the music stops when the agent's audio is bridged, and the agent
+        greets the caller themselves (a prompt would only delay their first words)."""
+
+    async def hold(self, music: str | None, language: str) -> None:
+        self._check_open()
+        recorded = await self.prompts.recording(music, language) if music else None
+        if music and recorded is None:
+            log.warning(
+                "hold music %r has no recording in %s: playing the built-in", music, language
+            )
+        path = recorded or await hold_music_file(self.prompts.cache_dir)
+        self.call.send("music", files=[str(path)])
+
+    async def bridge_agent(self, offer_sdp: str) -> BridgedAgentLeg:
+        self._check_open()
+        self._agent_legs += 1
+        key = f"{self.call.key}-agent{self._agent_legs}"
+        handle, answer = await browser_leg(self.call.worker, key, offer_sdp, bridge=self.call.key)
+        return BridgedAgentLeg(handle, answer)
 
     async def from_agent(self, agent_name: str, text: str) -> None:
         """An agent speaks on the call itself, not through the bot."""
@@ -148,6 +168,25 @@ class VoiceChannel:
                     raise ChannelClosed(str(event.get("reason", "the caller hung up")))
                 if wanted(event):
                     return event
+
+
+class BridgedAgentLeg:
+    """The agent's browser leg on the caller's media worker (`ivr.routing.line.AgentLeg`)."""
+
+    def __init__(self, handle: CallHandle, answer_sdp: str) -> None:
+        self.handle = handle
+        self.answer_sdp = answer_sdp
+
+    def add_candidate(self, candidate: str, mid: str | None, index: int | None) -> None:
+        self.handle.send("candidate", candidate=candidate, sdpMid=mid, sdpMLineIndex=index)
+
+    async def ended(self) -> str:
+        await self.handle.over.wait()
+        assert self.handle.ended is not None
+        return str(self.handle.ended.get("reason") or "ended")
+
+    def hang_up(self) -> None:
+        self.handle.send("hangup", now=True)
 
 
 def listen_spec(

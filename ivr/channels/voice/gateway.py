@@ -40,7 +40,8 @@ class WorkerLink:
 
     @property
     def browser_calls(self) -> int:
-        return sum(handle.browser for handle in self.calls.values())
+        """Visitors' browser calls (an agent's leg rides with its caller's call)."""
+        return sum(h.browser and "bridge" not in h.details for h in self.calls.values())
 
     def send(self, message: dict[str, Any]) -> None:
         self.link.send(message)
@@ -58,6 +59,7 @@ class CallHandle:
         self.browser = browser  # a WebRTC leg (else a SIP call)
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.ended: dict[str, Any] | None = None
+        self.over = asyncio.Event()  # set with `ended`: for those who wait without reading events
         # Called with every event as it arrives (the widget's live captions and call state),
         # before it is queued for the channel.
         self.observers: list[Callable[[dict[str, Any]], None]] = []
@@ -76,6 +78,7 @@ class CallHandle:
             if self.ended is not None:
                 return
             self.ended = event
+            self.over.set()
         for observer in list(self.observers):
             try:
                 observer(event)
@@ -85,6 +88,33 @@ class CallHandle:
 
 
 IncomingHandler = Callable[[CallHandle], Awaitable[None]]
+
+
+async def browser_leg(
+    worker: WorkerLink, key: str, offer_sdp: str, bridge: str | None = None
+) -> tuple[CallHandle, str]:
+    """A browser's leg on `worker` (bridged to its call `bridge`, for an agent): its handle and
+    the SDP answer. ValueError with the worker's reason when refused, TimeoutError when no
+    answer came."""
+    details: dict[str, Any] = {"browser": True}
+    message: dict[str, Any] = {"op": "offer", "call": key, "sdp": offer_sdp}
+    if bridge is not None:
+        details["bridge"] = message["bridge"] = bridge
+    handle = CallHandle(key, worker, details, browser=True)
+    worker.calls[key] = handle
+    worker.send(message)
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            while True:
+                event = await handle.events.get()
+                if event.get("event") == "webrtc_answer":
+                    return handle, str(event.get("sdp", ""))
+                if event.get("event") == "ended":
+                    raise ValueError(str(event.get("reason") or "the call was refused"))
+    except BaseException:
+        handle.send("hangup", now=True)
+        worker.calls.pop(key, None)
+        raise
 
 
 class MediaGateway:
@@ -139,21 +169,7 @@ class MediaGateway:
             )
         worker = min(workers, key=lambda w: (w.browser_calls, len(w.calls)))
         key = f"{worker.name}-b{next(self._browser_numbers)}"
-        handle = CallHandle(key, worker, {"browser": True}, browser=True)
-        worker.calls[key] = handle
-        worker.send({"op": "offer", "call": key, "sdp": offer_sdp})
-        try:
-            async with asyncio.timeout(ANSWER_TIMEOUT):
-                while True:
-                    event = await handle.events.get()
-                    if event.get("event") == "webrtc_answer":
-                        return handle, str(event.get("sdp", ""))
-                    if event.get("event") == "ended":
-                        raise ValueError(str(event.get("reason") or "the call was refused"))
-        except BaseException:
-            handle.send("hangup", now=True)
-            worker.calls.pop(key, None)
-            raise
+        return await browser_leg(worker, key, offer_sdp)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = Link(reader, writer)

@@ -15,7 +15,8 @@ from ivr.channels.voice.channel import VoiceChannel
 from ivr.channels.voice.gateway import CallHandle
 from ivr.channels.voice.prompts import PromptAudio
 from ivr.config import SipSettings
-from ivr.conversation_service import ConversationService, UnknownFlow
+from ivr.conversation import Status
+from ivr.conversation_service import ConversationService, LiveRun, UnknownFlow
 from ivr.flow.problems import FlowError
 
 log = logging.getLogger("ivr.voice")
@@ -77,10 +78,17 @@ class PhoneService:
         try:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await live.task
+            if live.conv.status in (Status.QUEUED, Status.WITH_AGENT) and self._held(live):
+                await call.over.wait()  # the queue service has the caller now, until they part
         finally:
             self.active.discard(call)
             if call.ended is None:
                 # The run is over and the call is still up: its flow failed before hanging up,
-                # the conversation moved to another channel, or it waits in a queue (no ACD
-                # yet to hold it). Never leave a caller in silence: hang up after what is queued.
+                # or the conversation moved to another channel. Never leave a caller in
+                # silence: hang up after what is queued.
                 call.send("hangup")
+
+    def _held(self, live: LiveRun) -> bool:
+        """Does a queue hold this call (a flow's transfer to one of our queues)?"""
+        queues = self.conversations.services.queues
+        return queues is not None and queues.holds(live.conv.id)

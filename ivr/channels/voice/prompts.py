@@ -45,11 +45,18 @@ class PromptAudio:
         path = await self._file(prompt)
         return [str(path)], _seconds(path)
 
+    async def recording(self, prompt_id: str, language: str) -> Path | None:
+        """The recording ops made of `prompt_id`, in our format, or None if there is none."""
+        recorded = self.prompts_dir / language / f"{prompt_id}.wav"
+        if not recorded.is_file():
+            return None
+        return Path(await self.tts.convert(str(recorded.resolve())))  # type: ignore[attr-defined]
+
     async def _file(self, prompt: Prompt) -> Path:
         if prompt.prompt_id:
-            recorded = self.prompts_dir / prompt.language / f"{prompt.prompt_id}.wav"
-            if recorded.is_file():
-                return Path(await self.tts.convert(str(recorded.resolve())))  # type: ignore[attr-defined]
+            recorded = await self.recording(prompt.prompt_id, prompt.language)
+            if recorded is not None:
+                return recorded
         cached = cache_path(
             self.cache_dir,
             prompt.text,

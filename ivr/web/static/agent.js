@@ -12,8 +12,11 @@
  * conversation is .conversation[data-conversation] holding .card-customer, .card-verified,
  * .card-intent, .transcript of .turn[data-role][data-channel], textarea.reply, button.send,
  * button.end and form.wrap-up (select.code or input.code, textarea.notes, button.submit-wrap-up);
- * its tab is .conversation-tab[data-conversation]. window.agentDesk has the read-only state
- * (presence), socket, connected, conversations (ids), selected, and select(id).
+ * its tab is .conversation-tab[data-conversation]. A call's conversation has .softphone
+ * (data-state: starting, connecting, connected, ended, failed) with button.mute and
+ * button.reconnect-audio; the softphone itself is agent-softphone.js. window.agentDesk has the
+ * read-only state (presence), socket, connected, conversations (ids), selected, select(id), and
+ * softphone(id) (the call's Softphone or null).
  */
 (() => {
   "use strict";
@@ -48,6 +51,7 @@
     presence: "offline",
     presenceReason: "",
     codes: {},
+    iceServers: [],
     offers: new Map(), // conversation id -> {id, frame, deadline, total, received, pending}
     conversations: new Map(), // conversation id -> see newConversation()
     selected: null,
@@ -107,6 +111,7 @@
     get conversations() { return [...desk.conversations.keys()]; },
     get selected() { return desk.selected; },
     select: (id) => select(id),
+    softphone: (id) => { const conv = desk.conversations.get(id); return conv ? conv.phone : null; },
   });
 
   renderPresence();
@@ -316,6 +321,8 @@
       case "customer_left": onCustomerLeft(frame); break;
       case "ended": onEnded(frame); break;
       case "wrapped_up": onWrappedUp(frame); break;
+      case "audio_answer": onAudioAnswer(frame); break;
+      case "audio": onAudio(frame); break;
       case "error": onError(frame); break;
       default: break; // a newer server's frame: ignore it rather than break
     }
@@ -326,6 +333,7 @@
     desk.agent = isObject(frame.agent) ? frame.agent : {};
     ui.agentName.textContent = str(desk.agent.display_name) || str(desk.agent.username) || "Agent";
     desk.codes = isObject(frame.codes) ? frame.codes : {};
+    desk.iceServers = Array.isArray(frame.ice_servers) ? frame.ice_servers : [];
     desk.presence = str(frame.presence) || "offline";
     desk.presenceReason = "";
     renderPresence();
@@ -403,10 +411,25 @@
     renderConversation(conv);
   }
 
+  function onAudioAnswer(frame) {
+    const conv = desk.conversations.get(str(frame.conversation_id));
+    if (conv && conv.phone) conv.phone.answer(str(frame.sdp));
+  }
+
+  function onAudio(frame) {
+    const conv = desk.conversations.get(str(frame.conversation_id));
+    if (!conv || !conv.phone || frame.state !== "ended") return;
+    conv.phone.stop(str(frame.reason));
+    if (!conv.ended && !conv.customerLeft) {
+      announce(`${customerName(conv.card)}: the call's audio was lost. Reconnect it to go on.`, true);
+    }
+  }
+
   function onCustomerLeft(frame) {
     const conv = desk.conversations.get(str(frame.conversation_id));
     if (!conv) return;
     conv.customerLeft = true;
+    stopPhone(conv, "the customer hung up");
     announce(`${customerName(conv.card)}: the customer left.`);
     renderConversation(conv);
   }
@@ -416,6 +439,7 @@
     if (!conv) return;
     conv.ended = true;
     conv.ending = false;
+    stopPhone(conv, "the conversation has ended");
     renderConversation(conv);
     if (conv.focusWrapUp && desk.selected === conv.id) conv.view.code.focus();
     conv.focusWrapUp = false;
@@ -696,7 +720,7 @@
       conv = {
         id, card, channel: currentChannel(card), unread: 0,
         customerLeft: false, ended: false, ending: false, wrapping: false, focusWrapUp: false,
-        view: null,
+        view: null, phone: null,
       };
       conv.view = buildConversation(conv);
       desk.conversations.set(id, conv);
@@ -708,6 +732,11 @@
       refreshCard(conv);
     }
     if (card.status === "ended") conv.ended = true;
+    if (card.customer_left) conv.customerLeft = true;
+    if (card.medium === "voice" && !conv.ended && !conv.customerLeft &&
+        (!conv.phone || conv.phone.state === "failed")) {
+      startPhone(conv); // a call just taken, or held across a reload of this page
+    }
     renderConversation(conv);
     renderWork();
     return conv;
@@ -716,6 +745,7 @@
   function removeConversation(id) {
     const conv = desk.conversations.get(id);
     if (!conv) return;
+    stopPhone(conv, "");
     conv.view.tab.remove();
     conv.view.root.remove();
     desk.conversations.delete(id);
@@ -772,6 +802,15 @@
     } }, el("label", { class: "sr", for: replyId, text: "Reply to the customer" }), view.reply, view.send);
     view.voiceNote = el("p", { class: "voice-note",
       text: "A call: you speak with the customer on the line; there is no typed reply." });
+    view.phoneState = el("span", { class: "softphone-state", role: "status" });
+    view.mute = el("button", { type: "button", class: "btn mute", text: "Mute",
+      "aria-pressed": "false", onclick: () => { if (conv.phone) conv.phone.mute(!conv.phone.muted); } });
+    view.reconnect = el("button", { type: "button", class: "btn reconnect-audio",
+      text: "Reconnect audio", hidden: true, onclick: () => startPhone(conv) });
+    view.audio = el("audio", { class: "remote-audio", autoplay: true });
+    view.phone = el("div", { class: "softphone", hidden: true },
+      el("span", { class: "softphone-icon", text: "🎧" }), view.phoneState, view.mute,
+      view.reconnect, view.audio);
 
     view.wrapUp = buildWrapUp(conv, n, view);
 
@@ -784,6 +823,7 @@
       el("div", { class: "conversation-body" },
         view.card,
         el("div", { class: "talk" },
+          view.phone,
           el("h3", { text: "Transcript" }), view.transcript,
           view.replyForm, view.voiceNote, view.wrapUp)));
     conv.view = view;
@@ -849,6 +889,7 @@
 
     view.replyForm.hidden = voice || over;
     view.voiceNote.hidden = !voice || over;
+    renderPhone(conv);
     view.reply.disabled = over || !desk.connected;
     view.send.disabled = over || !desk.connected;
     view.end.hidden = conv.ended;
@@ -907,6 +948,53 @@
     event.preventDefault();
     const next = (moves[event.key] + ids.length) % ids.length;
     select(ids[next], { focus: true });
+  }
+
+  // ---- the softphone (a call's audio: agent-softphone.js) ----------------------------------------
+
+  const PHONE_STATES = {
+    starting: "Opening your microphone…",
+    connecting: "Connecting the call's audio…",
+    connected: "On the call",
+    ended: "Call audio ended",
+    failed: "Call audio failed",
+  };
+
+  function startPhone(conv) {
+    if (!window.IvrSoftphone) {
+      notice("The softphone could not be loaded: this call cannot be answered here.");
+      return;
+    }
+    stopPhone(conv, "");
+    const phone = new window.IvrSoftphone({
+      conversationId: conv.id,
+      iceServers: desk.iceServers,
+      send,
+      audio: conv.view.audio,
+      onState: () => { if (conv.phone === phone) renderPhone(conv); },
+    });
+    conv.phone = phone;
+    renderPhone(conv);
+    phone.start();
+  }
+
+  function stopPhone(conv, reason) {
+    if (conv.phone) conv.phone.stop(reason);
+  }
+
+  function renderPhone(conv) {
+    const { view, phone } = conv;
+    view.phone.hidden = !phone;
+    if (!phone) return;
+    const over = conv.ended || conv.customerLeft;
+    view.phone.dataset.state = phone.state;
+    const reason = phone.reason && (phone.state === "ended" || phone.state === "failed")
+      ? `: ${phone.reason}` : "";
+    view.phoneState.textContent = (PHONE_STATES[phone.state] || phone.state) + reason;
+    view.mute.hidden = phone.state !== "connected";
+    view.mute.textContent = phone.muted ? "Unmute" : "Mute";
+    view.mute.setAttribute("aria-pressed", String(phone.muted));
+    view.reconnect.hidden = over || !(phone.state === "ended" || phone.state === "failed");
   }
 
   // ---- what the agent does -----------------------------------------------------------------------
