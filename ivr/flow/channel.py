@@ -66,7 +66,7 @@ class CustomerInput:
 class TransferTarget:
     queue: str | None = None
     skills: tuple[str, ...] = ()
-    priority: int = 1
+    priority: int | None = None  # None: the queue's own
     sip_uri: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # context for the far end
 

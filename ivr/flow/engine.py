@@ -78,9 +78,23 @@ class RunObserver(Protocol):
     def on_end(self, conv: Conversation, status: Status) -> None: ...
 
 
+@dataclass(frozen=True)
+class QueueClosed:
+    """A queue that takes nobody now (its hours): say `message`, or go on in `flow`."""
+
+    queue: str
+    message: str | None = None  # text or a prompt id
+    flow: str | None = None
+
+
 class Queues(Protocol):
     """Human queues (`ivr.routing`): a transfer to a queue waits there for an agent, with the
     customer's channel kept open."""
+
+    def admit(self, queue: str) -> str | QueueClosed:
+        """The queue that takes a transfer to `queue` now (itself, or its closed-hours
+        overflow), or what to do instead."""
+        ...
 
     async def enqueue(
         self, conv: Conversation, target: TransferTarget, channel: Channel

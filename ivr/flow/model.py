@@ -138,7 +138,9 @@ class VerifyAction(Strict):
 class TransferAction(Strict):
     queue: str | None = None
     skills: list[str] = Field(default_factory=list)
-    priority: int | Expression = 1
+    priority: int | Expression | None = Field(
+        None, description="Higher goes first; none = the queue's own priority"
+    )
     sip: str | None = Field(None, pattern=r"^sips?:", description="SIP URI of a PBX or ACD")
     say: Text | None = None
 

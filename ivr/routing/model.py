@@ -256,7 +256,11 @@ class QueueDefinition(Strict):
     )
     announce: Announce | None = Field(None, description="None = no announcements")
     wrap_up: int = Field(
-        0, ge=0, le=3600, description="Seconds after a conversation before the next offer"
+        0,
+        ge=0,
+        le=3600,
+        description="Seconds of wrap-up after a conversation, then the agent is offered the "
+        "next one; 0 = until they file the wrap-up",
     )
     wrap_up_codes: Annotated[list[Name], AfterValidator(_unique)] = Field(
         default_factory=list, description="Codes an agent picks when closing a conversation"

@@ -1,7 +1,8 @@
 """The queue service inside `ivr serve`: built from the flows' queue files and the store.
 
 Queue definitions (`queues:` files, `ivr.routing.model`) are read on every use, so a hot reload
-of the flows changes offer timeouts, aging and announcements for the next decision.
+of the flows changes offer timeouts, aging, hours and announcements for the next decision
+(`ivr.routing.rules`).
 """
 
 from __future__ import annotations
@@ -12,41 +13,16 @@ from contextlib import asynccontextmanager
 from ivr.conversation import Conversation
 from ivr.conversation_service import ConversationService
 from ivr.flow.repository import FlowRepository
-from ivr.routing.acd import QueuePolicy
 from ivr.routing.model import QueueDefinition
-from ivr.routing.service import QueueNotices, QueueService
+from ivr.routing.rules import QueueBook
+from ivr.routing.service import QueueService
 from ivr.store import ConversationStore
 from ivr.store.queues import QueueStateStore
-
-NO_AGING_SECONDS = 1e9  # ~32 years
 
 
 def definitions(flows: FlowRepository) -> Mapping[str, QueueDefinition]:
     current = flows.current
     return current.queues if current is not None else {}
-
-
-def policy(name: str, queue: QueueDefinition) -> QueuePolicy:
-    return QueuePolicy(
-        name=name,
-        # aging 0 = none: a span no wait reaches, so priority alone orders (finite: the
-        # router's sort keys are enqueued_at - priority * aging_seconds).
-        aging_seconds=float(queue.aging) if queue.aging else NO_AGING_SECONDS,
-        offer_timeout=float(queue.offer_timeout),
-    )
-
-
-def notices(queue: QueueDefinition | None) -> QueueNotices:
-    announce = queue.announce if queue is not None else None
-    music = queue.hold_music if queue is not None else None
-    if announce is None:  # told once where they stand, then left to wait
-        return QueueNotices(every=0.0, hold_music=music)
-    return QueueNotices(
-        every=float(announce.every),
-        position=announce.position,
-        estimated_wait=announce.estimated_wait,
-        hold_music=music,
-    )
 
 
 class StoredConversations:
@@ -71,9 +47,7 @@ async def queue_service(
         persist=conversations.services.persist,
         conversations=StoredConversations(conversations, store),
         state=QueueStateStore(store.database),
-        policies=lambda: {n: policy(n, q) for n, q in definitions(flows).items()},
-        notices=lambda name: notices(definitions(flows).get(name)),
-        skills=lambda name: frozenset(getattr(definitions(flows).get(name), "skills", ())),
+        rules=QueueBook(lambda: definitions(flows)),
     )
     conversations.services.queues = service
     await service.restore()

@@ -20,18 +20,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ivr.conversation import Conversation, Role, Status
 from ivr.flow.channel import Channel, ChannelClosed, TransferTarget
+from ivr.flow.engine import QueueClosed
 from ivr.routing.acd import (
     AgentState,
     Medium,
     Offer,
     Presence,
-    QueuePolicy,
     Router,
     RoutingError,
     WaitingEntry,
@@ -39,6 +39,7 @@ from ivr.routing.acd import (
 from ivr.routing.card import context_card
 from ivr.routing.estimate import HandlingTimes, estimated_wait
 from ivr.routing.line import AgentLeg, CustomerLine, VoiceLine
+from ivr.routing.rules import QueueNotices, QueueRules
 from ivr.store.database import StoreError
 
 log = logging.getLogger("ivr.routing")
@@ -87,11 +88,16 @@ class Assignment:
 
 @dataclass
 class Waiting:
-    """A waiting conversation's live side: its channel and its notice timer."""
+    """A waiting conversation's live side: its channel and its timers."""
 
     conv: Conversation
     line: CustomerLine | None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # notices, the listener
+    step_skills: frozenset[str] = frozenset()  # the transfer step's own (an overflow keeps them)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # notices, listener, max wait
+
+    @property
+    def channel_name(self) -> str:
+        return self.line.name if self.line is not None else "queue"
 
     def stop(self) -> None:
         """Stop the waiting tasks, but the one calling (it is finishing this very work)."""
@@ -111,16 +117,12 @@ class QueueService:
         persist: Persist,
         conversations: Conversations,
         state: QueueStore,
-        policies: Callable[[], Mapping[str, QueuePolicy]],
-        notices: Callable[[str], QueueNotices] | None = None,
-        skills: Callable[[str], frozenset[str]] | None = None,
+        rules: QueueRules,
         clock: Clock = time.time,
     ) -> None:
-        self.router = Router(policies().values())
+        self.rules = rules
+        self.router = Router(rules.policies().values())
         self.handling = HandlingTimes()
-        self._policies = policies
-        self._notices = notices or (lambda queue: QueueNotices())
-        self._queue_skills = skills or (lambda queue: frozenset())  # a queue's own requirements
         self._persist = persist
         self._conversations = conversations
         self._state = state
@@ -130,17 +132,21 @@ class QueueService:
         self._desks: dict[str, set[Desk]] = {}
         self._names: dict[str, str] = {}  # agent id -> display name
         self._expiry: asyncio.TimerHandle | None = None
+        self._wrap_up_timers: dict[str, asyncio.TimerHandle] = {}  # agent id -> back available
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shutting_down = False
 
     # ------------------------------------------------------------ the flow's side (Handoff)
+
+    def admit(self, queue: str) -> str | QueueClosed:
+        return self.rules.admit(queue, self._clock())
 
     async def enqueue(
         self, conv: Conversation, target: TransferTarget, channel: Channel | None
     ) -> None:
         """The flow hands `conv` to `target.queue`; `channel` stays open while it waits."""
         queue = str(target.queue)
-        self.router.set_policies(self._policies().values())
+        self.router.set_policies(self.rules.policies().values())
         line = channel if isinstance(channel, CustomerLine) else None
         medium: Medium = "voice" if getattr(channel, "medium", "text") == "voice" else "text"
         if medium == "voice" and not isinstance(line, VoiceLine):
@@ -149,28 +155,25 @@ class QueueService:
             log.warning("conversation %s: this call cannot be bridged to an agent", conv.id)
             return
         now = self._clock()
+        priority = target.priority if target.priority is not None else self.rules.priority(queue)
         entry = WaitingEntry(
             conversation_id=conv.id,
             queue=queue,
             medium=medium,
-            skills=frozenset(target.skills) | self._queue_skills(queue),
-            priority=target.priority,
+            skills=frozenset(target.skills) | self.rules.skills(queue),
+            priority=priority,
             enqueued_at=now,
         )
         conv.status = Status.QUEUED
         self.router.enqueue(entry)
-        waiting = Waiting(conv, line)
+        waiting = Waiting(conv, line, frozenset(target.skills))
         self._waiting[conv.id] = waiting
         await self._record_state(self._state.save_entry, entry, "waiting", None)
-        await self._record_state(
-            self._state.log, queue, conv.id, "enqueued", priority=target.priority
-        )
+        await self._record_state(self._state.log, queue, conv.id, "enqueued", priority=priority)
         if isinstance(line, VoiceLine):
             with contextlib.suppress(ChannelClosed):  # gone already: the listener notices
-                await line.hold(self._notices(queue).hold_music, conv.language)
-        if line is not None:
-            waiting.tasks.append(self._spawn(self._announce(entry, line)))
-            waiting.tasks.append(self._spawn(self._collect_while_waiting(entry, waiting)))
+                await line.hold(self.rules.notices(queue).hold_music, conv.language)
+        self._start_waiting(entry, waiting)
         # After the transfer step has returned and its run stored the conversation as queued.
         asyncio.get_running_loop().call_soon(self._route)
 
@@ -200,16 +203,106 @@ class QueueService:
             conv.status = Status.QUEUED
             await self._persist(conv)
             self.router.enqueue(entry)
-            self._waiting[conv.id] = Waiting(conv, None)  # the customer's channel comes back later
+            waiting = Waiting(conv, None)  # the customer's channel comes back later
+            self._waiting[conv.id] = waiting
             await self._record_state(self._state.save_entry, entry, "waiting", None)
+            self._start_waiting(entry, waiting)
             restored += 1
         if restored:
             asyncio.get_running_loop().call_soon(self._route)
         return restored
 
+    def _start_waiting(self, entry: WaitingEntry, waiting: Waiting) -> None:
+        """The waiting conversation's timers: announcements, what the customer says, and the
+        queue's maximum wait (counted from when they joined this queue)."""
+        line = waiting.line
+        if line is not None:
+            waiting.tasks.append(self._spawn(self._announce(entry, line)))
+            waiting.tasks.append(self._spawn(self._collect_while_waiting(entry, waiting)))
+        limit = self.rules.max_wait(entry.queue)
+        if limit is not None and self.rules.overflow(entry.queue) is not None:
+            delay = max(0.0, entry.enqueued_at + limit - self._clock())
+            waiting.tasks.append(self._spawn(self._overflow_after(entry, delay)))
+
+    async def _overflow_after(self, entry: WaitingEntry, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._overflow(entry.conversation_id)
+
+    async def _overflow(self, conversation_id: str) -> None:
+        """Waited the queue's `max_wait`: on to its overflow queue (if open), or its message
+        and the end. An `offer` overflow (callback, SMS) keeps them waiting for now."""
+        waiting = self._waiting.get(conversation_id)
+        entry = self.router.entry(conversation_id)
+        if waiting is None or entry is None:
+            return
+        overflow = self.rules.overflow(entry.queue)
+        if overflow is None or not (overflow.queue or overflow.message):
+            log.info("conversation %s waited past max_wait: it waits on", conversation_id)
+            return
+        target = self.rules.admit(overflow.queue, self._clock()) if overflow.queue else None
+        message = overflow.message
+        if isinstance(target, QueueClosed):
+            message, target = target.message or overflow.message, None
+        waited = self._clock() - entry.enqueued_at
+        if entry.offered_to is not None:  # ringing on a desk: it goes elsewhere now
+            await self._offer_gone(
+                Offer(conversation_id, entry.offered_to, entry.queue, 0.0), "overflowed"
+            )
+        self.router.remove(conversation_id)
+        waiting.stop()
+        await self._record_state(
+            self._state.log, entry.queue, conversation_id, "overflowed", to=target, seconds=waited
+        )
+        if target is not None:
+            await self._move(waiting, entry, target)
+        else:
+            await self._end_waiting(waiting, entry.queue, message or "")
+
+    async def _move(self, waiting: Waiting, entry: WaitingEntry, queue: str) -> None:
+        """On to `queue`, keeping the priority; the wait there counts from now."""
+        conv = waiting.conv
+        moved = WaitingEntry(
+            conversation_id=conv.id,
+            queue=queue,
+            medium=entry.medium,
+            skills=waiting.step_skills | self.rules.skills(queue),
+            priority=entry.priority,
+            enqueued_at=self._clock(),
+        )
+        fresh = Waiting(conv, waiting.line, waiting.step_skills)
+        self._waiting[conv.id] = fresh
+        conv.handoff = {**(conv.handoff or {}), "queue": queue}
+        conv.add_turn(waiting.channel_name, Role.SYSTEM, f"moved to queue {queue}")
+        await self._persist(conv)
+        self.router.enqueue(moved)
+        await self._record_state(self._state.save_entry, moved, "waiting", None)
+        await self._record_state(
+            self._state.log, queue, conv.id, "enqueued", priority=moved.priority, source=entry.queue
+        )
+        self._start_waiting(moved, fresh)
+        self._route()
+
+    async def _end_waiting(self, waiting: Waiting, queue: str, message: str) -> None:
+        """No agent after all: the customer is told `message` and the conversation ends."""
+        conv = waiting.conv
+        del self._waiting[conv.id]
+        line = waiting.line
+        if message:
+            conv.add_turn(waiting.channel_name, Role.BOT, message, kind="notice")
+        conv.add_turn(waiting.channel_name, Role.SYSTEM, f"left queue {queue} unanswered")
+        conv.status = Status.ENDED
+        await self._persist(conv)
+        await self._record_state(self._state.drop_entry, conv.id)
+        if line is not None:
+            with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
+                if message:
+                    await line.notify(message)
+                await line.end("no agent could take the conversation")
+        self._route()
+
     async def _announce(self, entry: WaitingEntry, line: CustomerLine) -> None:
         """Where they stand in the queue: once, then every `announce.every` seconds."""
-        notices = self._notices(entry.queue)
+        notices = self.rules.notices(entry.queue)
         first = True
         try:
             while entry.conversation_id in self._waiting:
@@ -410,6 +503,7 @@ class QueueService:
         withdrawn = self.router.release(agent_id, assignment.medium, self._clock(), wrap_up=True)
         if withdrawn is not None:
             await self._offer_gone(withdrawn, "withdrawn")
+        self._limit_wrap_up(agent_id, self.rules.wrap_up_seconds(assignment.queue))
         await self._to_agent(agent_id, {"type": "presence", "state": str(self.presence(agent_id))})
         await self._to_agent(
             agent_id, {"type": "ended", "conversation_id": conversation_id, "by": "agent"}
@@ -418,6 +512,9 @@ class QueueService:
     async def wrap_up(self, agent_id: str, conversation_id: str, code: str, notes: str) -> None:
         """Wrap-up code and notes go on the conversation; the agent is free again."""
         assignment = self._own(agent_id, conversation_id)
+        codes = self.rules.wrap_up_codes(assignment.queue)
+        if codes and code not in codes:
+            raise NotAllowed(f"the wrap-up code must be one of: {', '.join(codes)}")
         if not assignment.ended:
             await self.finish(agent_id, conversation_id, "the agent has ended the conversation")
         now = self._clock()
@@ -444,6 +541,23 @@ class QueueService:
         if not still_busy and self.presence(agent_id) is Presence.WRAP_UP:  # not a chosen break
             await self.set_presence(agent_id, Presence.AVAILABLE)
         await self._to_agent(agent_id, {"type": "wrapped_up", "conversation_id": conversation_id})
+
+    def _limit_wrap_up(self, agent_id: str, seconds: float) -> None:
+        """A queue's `wrap_up` seconds: then the agent is offered conversations again, code
+        filed or not (0: wrap-up lasts until they file it)."""
+        if seconds <= 0:
+            return
+        previous = self._wrap_up_timers.pop(agent_id, None)
+        if previous is not None:
+            previous.cancel()
+
+        def over() -> None:
+            self._wrap_up_timers.pop(agent_id, None)
+            if self.presence(agent_id) is Presence.WRAP_UP:  # not a break chosen meanwhile
+                self._spawn(self.set_presence(agent_id, Presence.AVAILABLE))
+
+        loop = asyncio.get_running_loop()
+        self._wrap_up_timers[agent_id] = loop.call_later(seconds, over)
 
     async def card(self, conv: Conversation, queue: str, waited: float | None) -> dict[str, Any]:
         earlier = (
@@ -511,7 +625,7 @@ class QueueService:
         if not (assignment.ended or assignment.customer_left) and isinstance(line, VoiceLine):
             with contextlib.suppress(ChannelClosed):
                 await line.hold(
-                    self._notices(assignment.queue).hold_music, assignment.conv.language
+                    self.rules.notices(assignment.queue).hold_music, assignment.conv.language
                 )
 
     def holds(self, conversation_id: str) -> bool:
@@ -663,18 +777,10 @@ class QueueService:
     async def close(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
+        for timer in self._wrap_up_timers.values():
+            timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-@dataclass(frozen=True)
-class QueueNotices:
-    """What a waiting customer is told, and how often (a queue's `announce`)."""
-
-    every: float = 0.0  # seconds; 0: only once, at the start
-    position: bool = True
-    estimated_wait: bool = True
-    hold_music: str | None = None  # a recorded prompt's id; None: the built-in music

@@ -12,20 +12,21 @@ import logging
 from ivr.conversation import Status
 from ivr.flow import model as m
 from ivr.flow.channel import TransferTarget
-from ivr.flow.engine import FlowRun, StepResult, Stop
+from ivr.flow.engine import FlowRun, Jump, QueueClosed, StepResult, Stop
 from ivr.flow.templates import TemplateProblem, evaluate
 
 log = logging.getLogger("ivr.flow")
 
 
-def priority_of(action: m.TransferAction, run: FlowRun) -> int:
-    if isinstance(action.priority, int):
+def priority_of(action: m.TransferAction, run: FlowRun) -> int | None:
+    """The step's priority; None when it names none (the queue's own applies)."""
+    if action.priority is None or isinstance(action.priority, int):
         return action.priority
     try:
         return int(evaluate(action.priority, run.context()) or 1)
     except (TemplateProblem, TypeError, ValueError) as exc:
         log.error("flow %s: priority %r: %s", run.flow.name, action.priority, exc)
-        return 1
+        return None
 
 
 def context_headers(run: FlowRun) -> dict[str, str]:
@@ -41,10 +42,16 @@ def context_headers(run: FlowRun) -> dict[str, str]:
 
 async def run(step: m.TransferStep, run: FlowRun) -> StepResult:
     action = step.transfer
+    queue = action.queue
+    if queue is not None and run.services.queues is not None:
+        admitted = run.services.queues.admit(queue)
+        if isinstance(admitted, QueueClosed):
+            return await closed(admitted, run)
+        queue = admitted  # itself, or where its closed-hours overflow leads
     if action.say:
         await run.say(action.say)
     target = TransferTarget(
-        queue=action.queue,
+        queue=queue,
         skills=tuple(action.skills),
         priority=priority_of(action, run),
         sip_uri=action.sip,
@@ -71,3 +78,15 @@ async def run(step: m.TransferStep, run: FlowRun) -> StepResult:
             await run.services.queues.enqueue(run.conv, target, run.channel)
         return Stop(Status.QUEUED, f"waiting in queue {target.queue}", close_channel=False)
     return Stop(Status.TRANSFERRED, f"transferred to {target.sip_uri}")
+
+
+async def closed(queue: QueueClosed, run: FlowRun) -> StepResult:
+    """The queue is closed: its message and the end, or its closed-hours flow from the start."""
+    run.system(f"queue {queue.queue} is closed")
+    if queue.message:
+        await run.say(queue.message)
+    target = run.flows.flows.get(queue.flow) if queue.flow else None
+    if target is not None:  # (a hot reload may have removed it: the validator checks both)
+        run.conv.flow = target.name  # handed over for good, as a `goto` does
+        return Jump(target.name, target.header.start)
+    return Stop(Status.ENDED, f"queue {queue.queue} is closed")
