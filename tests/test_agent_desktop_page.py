@@ -176,3 +176,39 @@ async def test_a_declined_offer_leaves_the_page_and_the_customer_waits_for_someo
     await fox.expect("offer", conversation_id=conv_id)
     await fox.close()
     assert errors == []
+
+
+async def test_an_agent_transfers_a_chat_to_another_queue_with_a_note(
+    server: Served, chromium: LaunchChromium
+) -> None:
+    await add_agent(server, "dana", name="Dana Scully")
+    await add_agent(
+        server,
+        "gus",
+        name="Gus Grissom",
+        queues=("parcels",),
+        skills={"banking": 2, "logistics": 5},
+    )
+    gus = await open_desk(server, "gus")
+    page = await (await chromium()).new_page()
+    errors = page_errors(page)
+    desktop = Desktop(page)
+    await desktop.open(server, "dana")
+    await desktop.set_presence("available")
+    _chat, conv_id = await verified_chat_asking_for_an_agent(server)
+    await desktop.expect_offer(conv_id)
+    await desktop.accept.click()
+    held = desktop.conversation(conv_id)
+    await held.locator("button.transfer").click()
+    form = held.locator("form.transfer-form")
+    await expect(form.locator("select.transfer-to option[value='@gus']")).to_have_count(1)
+    await form.locator("select.transfer-to").select_option("parcels")
+    await form.locator("textarea.transfer-note").fill("lost parcel, not a card")
+    await form.locator("button.submit-transfer").click()
+    await expect(held).to_have_count(0)
+    offer = await gus.expect("offer", conversation_id=conv_id)
+    said = [turn["text"] for turn in offer["card"]["transcript"]]
+    assert any(text.endswith(": lost parcel, not a card") for text in said), said
+    await expect(desktop.desk).to_have_attribute("data-presence", "available")
+    assert not errors, errors
+    await gus.close()

@@ -142,3 +142,61 @@ async def test_the_queue_survives_a_restart_of_the_server(serve_app: ServeApp, t
     assert offer["card"]["customer"]["verified"] is True
     assert offer["card"]["waited"] >= 0
     await desk.close()
+
+
+async def test_an_agent_transfers_to_another_queue_and_to_a_colleague_with_a_note(
+    server: Served,
+) -> None:
+    await add_agent(server, "dana", name="Dana Scully")
+    await add_agent(
+        server,
+        "gus",
+        name="Gus Grissom",
+        queues=("parcels",),
+        skills={"banking": 2, "logistics": 5},
+    )
+    await add_agent(server, "kim", name="Kim Lee", queues=())  # serves no queue: by name only
+    dana = await open_desk(server, "dana")
+    gus = await open_desk(server, "gus")
+    kim = await open_desk(server, "kim")
+    chat, conv_id = await verified_chat_asking_for_an_agent(server)
+    await dana.expect("offer", conversation_id=conv_id)
+    await dana.send({"type": "accept", "conversation_id": conv_id})
+    await dana.expect("assigned")
+
+    status, targets = await server.get(
+        "/agent/api/transfer-targets", headers={"Cookie": _cookie(dana)}
+    )
+    assert status == 200, targets
+    assert {"cards", "general", "parcels"} <= set(targets["queues"])
+    assert {a["queue"] for a in targets["agents"]} == {"@gus", "@kim"}  # not dana herself
+
+    await dana.send(
+        {"type": "transfer", "conversation_id": conv_id, "to": "parcels", "note": "lost parcel"}
+    )
+    await dana.expect("transferred", conversation_id=conv_id, to="queue parcels")
+    await chat.expect("notice", "transferring you")
+    offer = await gus.expect("offer", conversation_id=conv_id)
+    said = [turn["text"] for turn in offer["card"]["transcript"]]
+    assert "Dana Scully transferred the conversation to queue parcels: lost parcel" in said
+    await gus.send({"type": "accept", "conversation_id": conv_id})
+    await chat.expect("agent_joined", name="Gus Grissom")
+
+    await gus.send({"type": "transfer", "conversation_id": conv_id, "to": "@kim", "note": ""})
+    await gus.expect("transferred", conversation_id=conv_id, to="agent kim")
+    await kim.expect("offer", conversation_id=conv_id)
+    await kim.send({"type": "accept", "conversation_id": conv_id})
+    await chat.expect("agent_joined", name="Kim Lee")
+    await chat.say("Thanks")
+    await kim.expect("message", conversation_id=conv_id, role="customer", text="Thanks")
+
+    await kim.send({"type": "transfer", "conversation_id": conv_id, "to": "nowhere"})
+    # an unknown queue is refused before anything changes
+    refused = await kim.expect("error", conversation_id=conv_id)
+    assert "nowhere" in refused["reason"]
+    for desk in (dana, gus, kim):
+        await desk.close()
+
+
+def _cookie(desk: Any) -> str:
+    return "; ".join(f"{c.key}={c.value}" for c in desk.session.cookie_jar)

@@ -3,9 +3,9 @@
 A bridge joins a caller's leg and an agent's leg on the same media worker. Each leg's received
 frames go into a `Relay`, which is the other leg's playback `source`; nothing else reaches the
 agent's leg (no prompt of the bot is ever queued on it), so no prompt bleeds into the agent's
-ear. The caller's queued prompts (a stale announcement) are dropped when the bridge is made:
-the agent is heard from their first word. A prompt queued later would play over the relay, as
-prompts play over hold music.
+ear. The caller hears the music until the agent's leg has connected (ICE and DTLS take a
+moment, and may fail); then queued prompts (a stale announcement) are dropped and the agent is
+heard from their first word. If the agent's leg goes, the caller hears the music again.
 
 Two clocks meet in a bridge (a SIP endpoint's and the browser's, or the loop's ticks against
 either): the relay keeps a small cushion before it starts, and drops its oldest frames when a

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ivr.media.bridge import Relay
 from ivr.media.listening import MIN_RMS, Answer, Ear, Listener, ListenSpec
-from ivr.media.playback import Playback
+from ivr.media.playback import Playback, Source
 
 if TYPE_CHECKING:
     from ivr.media.worker import MediaWorker
@@ -102,6 +102,8 @@ class VoiceLeg:
     bridged_to: str | None = None
     relay_out: Relay | None = None
     serves: str | None = None  # an agent's leg: the caller's leg it was made for, and ends with
+    hears_peer: bool = False  # bridged and the other leg connected: its voice replaced the music
+    music: Source | None = None  # hold music, kept while bridged (back if the other leg goes)
     _state: str = ""
 
     def __post_init__(self) -> None:

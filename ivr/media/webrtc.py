@@ -284,6 +284,8 @@ class BrowserLeg(VoiceLeg):
         if state == "connected" and not self.connected:
             self.connected = True
             self.answer(self.worker.loop.time())  # from now [sip] max_call_seconds counts
+            if self.serves is not None:
+                self.worker.agent_connected(self)
         elif state in ("failed", "closed") and not self.hanging_up:
             self.hangup(because="the browser's connection was lost")
 

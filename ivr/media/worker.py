@@ -80,7 +80,7 @@ class WorkerOptions:
     contact_host: str = ""
     # Browser calls (aiortc): how many this worker carries, host candidate addresses (empty:
     # every interface's but loopback), and STUN/TURN servers as RTCIceServer dictionaries.
-    webrtc_max_calls: int = 0  # 0: no browser calls (aiortc is not even imported)
+    webrtc_max_calls: int = 0  # visitors' browser calls (agents' softphones ride with callers)
     webrtc_addresses: tuple[str, ...] = ()
     ice_servers: tuple[dict[str, Any], ...] = ()
 
@@ -156,10 +156,11 @@ class MediaWorker:
         self.loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
-        if self.options.webrtc_max_calls:
-            from ivr.media import webrtc  # ~0.3 s: now, not at the first browser call
+        # ~0.3 s: now, not at the first browser call or agent's softphone (which every worker
+        # may get, [webrtc] enabled or not: it only governs the visitors' calls).
+        from ivr.media import webrtc
 
-            webrtc.use_host_addresses(self.options.webrtc_addresses)
+        webrtc.use_host_addresses(self.options.webrtc_addresses)
         self.endpoint = start_endpoint(self.options.endpoint)
         self.account = IvrAccount(self)
         self.account.create(self._account_config(), True)
@@ -274,10 +275,10 @@ class MediaWorker:
         elif op == "stop":
             leg.stop()
         elif op == "music":  # hold music under the prompts, looped; no files: none
-            if leg.bridged_to is not None:
-                raise ValueError("the call is bridged: no music")
             frames = self._frames(message)
-            leg.playback.source = Loop(frames) if frames else None
+            leg.music = Loop(frames) if frames else None
+            if not leg.hears_peer:
+                leg.playback.source = leg.music
         elif op == "transfer":
             uri, headers = str(message["uri"]), dict(message.get("headers", {}))
             leg.playback.enqueue(TAIL, barge_in=False)
@@ -334,14 +335,21 @@ class MediaWorker:
         if caller.listener is not None:
             caller.listener.cancel()
             caller.listener = None
-        # The agent speaks from the first moment: an announcement still queued is stale now.
-        caller.playback.stop()
         for one, other in ((caller, agent), (agent, caller)):
             one.bridged_to = other.key
             one.relay_out = Relay()
-        caller.playback.source = agent.relay_out  # in place of the music
-        agent.playback.source = caller.relay_out
+        agent.playback.source = caller.relay_out  # the caller keeps the music until `connected`
         log.info("call %s bridged to %s", caller.key, agent.key)
+
+    def agent_connected(self, agent: VoiceLeg) -> None:
+        """The agent's leg has media: the caller hears the agent from now on, and an
+        announcement still queued is stale."""
+        caller = self.legs.get(agent.serves or "")
+        if caller is None or caller.bridged_to != agent.key or agent.relay_out is None:
+            return
+        caller.playback.stop()
+        caller.playback.source = agent.relay_out
+        caller.hears_peer = True
 
     def _unbridge(self, leg: VoiceLeg) -> None:
         other = self.legs.get(leg.bridged_to or "")
@@ -349,7 +357,8 @@ class MediaWorker:
             if one is not None:
                 one.bridged_to = None
                 one.relay_out = None
-                one.playback.source = None
+                one.hears_peer = False
+                one.playback.source = one.music  # a caller left alone hears the music again
 
     async def _answer_offer(self, leg: Any, sdp: str) -> None:
         from ivr.media.webrtc import BadOffer

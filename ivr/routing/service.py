@@ -84,6 +84,13 @@ class Assignment:
     customer_left: bool = False
     ended: bool = False
     agent_leg: AgentLeg | None = None  # a call's: the agent's softphone, bridged to the caller
+    priority: int = 1  # as it waited: a transfer keeps it
+    step_skills: frozenset[str] = frozenset()  # the flow's transfer step's own
+    audio_offers: int = 0  # softphone offers so far: only the latest one's leg is kept
+
+    @property
+    def channel_name(self) -> str:
+        return self.line.name if self.line is not None else "queue"
 
 
 @dataclass
@@ -104,6 +111,15 @@ class Waiting:
         for task in self.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+
+
+PERSONAL_QUEUE = "@"  # "@dana": the queue of the one agent dana (a transfer by name)
+
+
+def describe(queue: str) -> str:
+    if queue.startswith(PERSONAL_QUEUE):
+        return f"agent {queue[len(PERSONAL_QUEUE) :]}"
+    return f"queue {queue}"
 
 
 class NotAllowed(Exception):
@@ -131,6 +147,7 @@ class QueueService:
         self._assigned: dict[str, Assignment] = {}
         self._desks: dict[str, set[Desk]] = {}
         self._names: dict[str, str] = {}  # agent id -> display name
+        self._usernames: dict[str, str] = {}  # agent id -> username (their own queue's name)
         self._expiry: asyncio.TimerHandle | None = None
         self._wrap_up_timers: dict[str, asyncio.TimerHandle] = {}  # agent id -> back available
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -170,9 +187,7 @@ class QueueService:
         self._waiting[conv.id] = waiting
         await self._record_state(self._state.save_entry, entry, "waiting", None)
         await self._record_state(self._state.log, queue, conv.id, "enqueued", priority=priority)
-        if isinstance(line, VoiceLine):
-            with contextlib.suppress(ChannelClosed):  # gone already: the listener notices
-                await line.hold(self.rules.notices(queue).hold_music, conv.language)
+        await self._hold_music(line, queue, conv.language)
         self._start_waiting(entry, waiting)
         # After the transfer step has returned and its run stored the conversation as queued.
         asyncio.get_running_loop().call_soon(self._route)
@@ -388,9 +403,10 @@ class QueueService:
 
     # ------------------------------------------------------------ agents' side
 
-    def desk_opened(self, desk: Desk, agent: AgentState, name: str) -> None:
+    def desk_opened(self, desk: Desk, agent: AgentState, name: str, username: str = "") -> None:
         self._desks.setdefault(agent.agent_id, set()).add(desk)
         self._names[agent.agent_id] = name
+        self._usernames[agent.agent_id] = username or agent.agent_id
         known = self.router.agent(agent.agent_id)
         if known is None:
             self.router.upsert_agent(agent)
@@ -443,7 +459,17 @@ class QueueService:
             agent=agent_id,
             seconds=now - entry.enqueued_at,
         )
-        assignment = Assignment(conv, agent_id, name, entry.queue, entry.medium, now, waiting.line)
+        assignment = Assignment(
+            conv,
+            agent_id,
+            name,
+            entry.queue,
+            entry.medium,
+            now,
+            waiting.line,
+            priority=entry.priority,
+            step_skills=waiting.step_skills,
+        )
         assignment.customer_left = waiting.line is None  # restored after a restart: gone
         self._assigned[conversation_id] = assignment
         if waiting.line is not None:
@@ -454,6 +480,101 @@ class QueueService:
         await self._to_agent(agent_id, {"type": "assigned", "card": card})
         self._route()
         return card
+
+    async def transfer(self, agent_id: str, conversation_id: str, queue: str, note: str) -> str:
+        """The agent hands the conversation on: to another queue, or to one agent's own queue
+        (`@username`), with a note the next agent reads on the timeline. The customer waits
+        again (a caller with music), keeping their priority; this agent is free at once.
+        Returns the queue it waits in (a closed queue's overflow, if it has one)."""
+        assignment = self._own(agent_id, conversation_id)
+        if assignment.ended or assignment.customer_left:
+            raise NotAllowed("the customer is no longer here")
+        if queue.startswith(PERSONAL_QUEUE):
+            if queue[len(PERSONAL_QUEUE) :] not in self._usernames.values():
+                raise NotAllowed(f"no agent {queue[len(PERSONAL_QUEUE) :]!r} has signed in")
+        elif queue not in self.rules.policies():
+            raise NotAllowed(f"no queue {queue!r}")
+        admitted = self.rules.admit(queue, self._clock())
+        if isinstance(admitted, QueueClosed):
+            raise NotAllowed(f"queue {admitted.queue} is closed now")
+        if admitted == assignment.queue and not queue.startswith(PERSONAL_QUEUE):
+            raise NotAllowed(f"the conversation is in queue {queue} already")
+        now = self._clock()
+        assignment.ended = True
+        if assignment.relay is not None:
+            assignment.relay.cancel()
+        leg, assignment.agent_leg = assignment.agent_leg, None
+        if leg is not None:
+            leg.hang_up()  # the caller's bridge goes with it
+        del self._assigned[conversation_id]
+        conv = assignment.conv
+        said = f"{assignment.agent_name} transferred the conversation to {describe(admitted)}"
+        conv.add_turn(
+            assignment.channel_name,
+            Role.SYSTEM,
+            f"{said}: {note}" if note else said,
+            agent=agent_id,
+            kind="transfer",
+        )
+        conv.handoff = {**(conv.handoff or {}), "queue": admitted}
+        conv.handoff.pop("agent", None)
+        await self._record_state(
+            self._state.log,
+            assignment.queue,
+            conversation_id,
+            "transferred",
+            agent=agent_id,
+            to=admitted,
+            seconds=now - assignment.started,
+        )
+        withdrawn = self.router.release(agent_id, assignment.medium, now, wrap_up=False)
+        if withdrawn is not None:
+            await self._offer_gone(withdrawn, "withdrawn")
+        line = assignment.line
+        with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
+            if line is not None:
+                await line.notify("I am transferring you to a colleague who can help. One moment.")
+        await self._hold_music(line, admitted, conv.language)
+        by_name = admitted.startswith(PERSONAL_QUEUE)  # their skills are not in question
+        entry = WaitingEntry(
+            conversation_id=conversation_id,
+            queue=admitted,
+            medium=assignment.medium,
+            skills=frozenset() if by_name else assignment.step_skills | self.rules.skills(admitted),
+            priority=assignment.priority,
+            enqueued_at=now,
+        )
+        conv.status = Status.QUEUED
+        await self._persist(conv)
+        waiting = Waiting(conv, line, assignment.step_skills)
+        self._waiting[conversation_id] = waiting
+        self.router.enqueue(entry)
+        await self._record_state(self._state.save_entry, entry, "waiting", None)
+        await self._record_state(
+            self._state.log, admitted, conversation_id, "enqueued", priority=entry.priority
+        )
+        self._start_waiting(entry, waiting)
+        await self._to_agent(agent_id, {"type": "presence", "state": str(self.presence(agent_id))})
+        await self._to_agent(
+            agent_id,
+            {"type": "transferred", "conversation_id": conversation_id, "to": describe(admitted)},
+        )
+        self._route()
+        return admitted
+
+    def transfer_targets(self, agent_id: str) -> dict[str, Any]:
+        """Where an agent may transfer to: every queue, and the agents signed in now."""
+        queues = sorted(self.rules.policies())
+        agents = [
+            {
+                "queue": f"{PERSONAL_QUEUE}{self._usernames.get(a.agent_id, a.agent_id)}",
+                "name": self._names.get(a.agent_id, a.agent_id),
+                "presence": str(a.presence),
+            }
+            for a in self.router.agents()
+            if a.agent_id != agent_id and a.agent_id in self._desks
+        ]
+        return {"queues": queues, "agents": sorted(agents, key=lambda a: a["name"])}
 
     async def decline(self, agent_id: str, conversation_id: str) -> None:
         try:
@@ -567,7 +688,7 @@ class QueueService:
         )
         live = self._assigned.get(conv.id) or self._waiting.get(conv.id)
         line = live.line if live is not None else None
-        return context_card(
+        card = context_card(
             conv,
             queue=queue,
             waited=waited,
@@ -576,23 +697,35 @@ class QueueService:
             line=getattr(line, "name", None),
             customer_left=isinstance(live, Assignment) and live.customer_left,
         )
+        # A call whose audio is with a softphone already: another tab of the agent's offers to
+        # take it over rather than taking it at once.
+        card["audio_connected"] = isinstance(live, Assignment) and live.agent_leg is not None
+        return card
 
     async def connect_audio(self, agent_id: str, conversation_id: str, offer_sdp: str) -> str:
         """The agent's softphone joins the caller: its leg is bridged to the call on the
-        caller's media worker. Returns the SDP answer for the agent's browser."""
+        caller's media worker (which keeps the music on until the leg connects). A newer offer
+        replaces an older leg. Returns the SDP answer for the agent's browser."""
         assignment = self._own(agent_id, conversation_id)
         line = assignment.line
         if assignment.ended or assignment.customer_left or not isinstance(line, VoiceLine):
             raise NotAllowed("there is no call to speak on in this conversation")
+        previous, assignment.agent_leg = assignment.agent_leg, None  # its end is not news now
+        if previous is not None:
+            previous.hang_up()
+        assignment.audio_offers += 1
+        this_offer = assignment.audio_offers
         try:
             leg = await line.bridge_agent(offer_sdp)
         except ChannelClosed:
             raise NotAllowed("the caller has hung up") from None
         except (ValueError, TimeoutError) as exc:
+            await self._hold(assignment)
             raise NotAllowed(f"the call's audio could not be connected: {exc}") from None
-        previous, assignment.agent_leg = assignment.agent_leg, leg
-        if previous is not None:  # replaced (the worker hangs it up too)
-            previous.hang_up()
+        if assignment.audio_offers != this_offer or assignment.ended or assignment.customer_left:
+            leg.hang_up()  # a newer offer came meanwhile, or the conversation is over
+            raise NotAllowed("this softphone connection was replaced or is no longer needed")
+        assignment.agent_leg = leg
         self._spawn(self._watch_audio(assignment, leg))
         return leg.answer_sdp
 
@@ -610,23 +743,38 @@ class QueueService:
         assignment.agent_leg.add_candidate(candidate, mid, index)
 
     async def _watch_audio(self, assignment: Assignment, leg: AgentLeg) -> None:
-        """The agent's audio leg ended: said to the desk; a caller still there hears music
-        until the agent's softphone connects again."""
+        """The agent's audio leg ended on its own: said to the desk; the caller hears music
+        until the agent's softphone connects again. (Replaced legs, and the end of the call or
+        the conversation, are no news.)"""
         reason = await leg.ended()
         if assignment.agent_leg is not leg:
-            return  # replaced by a newer one
+            return
         assignment.agent_leg = None
+        if assignment.ended or assignment.customer_left:
+            return
         conv_id = assignment.conv.id
         await self._to_agent(
             assignment.agent_id,
             {"type": "audio", "conversation_id": conv_id, "state": "ended", "reason": reason},
         )
-        line = assignment.line
-        if not (assignment.ended or assignment.customer_left) and isinstance(line, VoiceLine):
-            with contextlib.suppress(ChannelClosed):
-                await line.hold(
-                    self.rules.notices(assignment.queue).hold_music, assignment.conv.language
-                )
+        await self._hold(assignment)
+
+    async def _hold(self, assignment: Assignment) -> None:
+        if assignment.ended or assignment.customer_left:
+            return
+        await self._hold_music(assignment.line, assignment.queue, assignment.conv.language)
+
+    async def _hold_music(self, line: CustomerLine | None, queue: str, language: str) -> None:
+        """Music for a waiting caller. Never fatal: no music is better than a lost place in
+        the queue (a recording that cannot be converted, a TTS worker that is down)."""
+        if not isinstance(line, VoiceLine):
+            return
+        try:
+            await line.hold(self.rules.notices(queue).hold_music, language)
+        except ChannelClosed:
+            pass  # gone: the line's listener notices
+        except Exception:
+            log.exception("no hold music for a caller waiting in %s", queue)
 
     def holds(self, conversation_id: str) -> bool:
         """Is the conversation waiting here, or with an agent (its channel held open)?"""

@@ -7,6 +7,7 @@ service (`ivr.routing.service`). Protocol (JSON text frames). Agent -> server:
   {"type": "send", "conversation_id": "...", "text": "..."}    to the customer (chat, SMS)
   {"type": "end", "conversation_id": "..."}                    close the conversation
   {"type": "wrap_up", "conversation_id": "...", "code": "...", "notes": "..."}
+  {"type": "transfer", "conversation_id", "to": "general" | "@username", "note": "..."}
   {"type": "audio_offer", "conversation_id", "sdp"}             a call's: the softphone's offer
   {"type": "audio_candidate", "conversation_id", "candidate", "sdpMid", "sdpMLineIndex"}
 Server -> agent:
@@ -18,6 +19,7 @@ Server -> agent:
   {"type": "assigned", "card": {...}}                          accepted: the whole context
   {"type": "message", "conversation_id", "channel", "role": "customer" | "agent", "text", "ts"}
   {"type": "customer_left" | "ended" | "wrapped_up", "conversation_id"}
+  {"type": "transferred", "conversation_id", "to": "queue general" | "agent gus"}   handed on
   {"type": "audio_answer", "conversation_id", "sdp"}             bridged to the caller
   {"type": "audio", "conversation_id", "state": "ended", "reason"}   the softphone's leg ended
   {"type": "error", "reason", "refused": type, "conversation_id"?}   a refused frame; nothing
@@ -40,7 +42,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivr.routing.acd import AgentState, Presence, RoutingError
-from ivr.routing.service import NotAllowed, QueueService
+from ivr.routing.service import PERSONAL_QUEUE, NotAllowed, QueueService
 from ivr.store import AgentRecord
 from ivr.store.agents import DEFAULT_CAPACITY
 from ivr.web.agent_auth import require_agent
@@ -80,7 +82,8 @@ def agent_state(agent: AgentRecord) -> AgentState:
     return AgentState(
         agent_id=agent.id,
         skills=dict(agent.skills),
-        queues=frozenset(agent.queues),
+        # and their own queue, where a colleague's transfer by name waits for them
+        queues=frozenset(agent.queues) | {f"{PERSONAL_QUEUE}{agent.username}"},
         capacity=DEFAULT_CAPACITY | dict(agent.capacity),
     )
 
@@ -97,7 +100,7 @@ async def desk_socket(request: web.Request, agent: AgentRecord) -> web.StreamRes
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
     desk = DeskSocket(agent.id, ws)
-    queues.desk_opened(desk, agent_state(agent), agent.display_name)
+    queues.desk_opened(desk, agent_state(agent), agent.display_name, agent.username)
     request.app[_DESKS].add(ws)
     try:
         assigned = [
@@ -121,7 +124,10 @@ async def desk_socket(request: web.Request, agent: AgentRecord) -> web.StreamRes
                 frame = _parse(message.data)
                 reply = await _handle(queues, agent, frame)
                 if reply is not None:
-                    await desk.send(reply)
+                    # Closed meanwhile (a reload during the softphone's offer): its leg never
+                    # connects, ends on its own, and the caller hears the music again.
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await desk.send(reply)
             except (BadFrame, BadSignal, NotAllowed, RoutingError) as exc:
                 error = {"type": "error", "reason": str(exc), "refused": frame.get("type")}
                 if isinstance(frame.get("conversation_id"), str):
@@ -148,6 +154,10 @@ def _parse(data: str) -> dict[str, Any]:
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise BadFrame('a frame is a JSON object with a "type"')
     return frame
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub("", text).strip()
 
 
 def _field(frame: dict[str, Any], name: str, limit: int = 200) -> str:
@@ -188,7 +198,14 @@ async def _handle(
             agent.id,
             _field(frame, "conversation_id"),
             _field(frame, "code", 64),
-            _CONTROL.sub("", notes).strip(),
+            _clean(notes),
+        )
+    elif kind == "transfer":
+        note = frame.get("note", "")
+        if not isinstance(note, str) or len(note) > MAX_TEXT_CHARS:
+            raise BadFrame(f'"note" must be text of at most {MAX_TEXT_CHARS} characters')
+        await queues.transfer(
+            agent.id, _field(frame, "conversation_id"), _field(frame, "to", 80), _clean(note)
         )
     elif kind == "audio_offer":
         conv_id = _field(frame, "conversation_id")
@@ -227,9 +244,16 @@ async def desktop_script(request: web.Request) -> web.Response:
     )
 
 
+@require_agent
+async def transfer_targets(request: web.Request, agent: AgentRecord) -> web.Response:
+    """Where this agent may transfer a conversation: queues, and colleagues signed in now."""
+    return web.json_response(request.app[QUEUES].transfer_targets(agent.id))
+
+
 def add_routes(app: web.Application) -> None:
     app[_DESKS] = set()
     app.on_shutdown.append(_close_desks)
     app.router.add_get("/agent/static/{name}", desktop_script)
     app.router.add_get("/agent/ws", desk_socket)
     app.router.add_get("/agent/api/conversations/{id}", conversation_card)
+    app.router.add_get("/agent/api/transfer-targets", transfer_targets)

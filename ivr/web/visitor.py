@@ -52,6 +52,7 @@ class Visitor:
         self.call: Any = None  # the CallHandle of the browser call in progress
         self._moving: LiveRun | None = None  # a run we cancelled to continue it elsewhere
         self._returning: asyncio.Task[Any] | None = None  # an ended call's run going back to chat
+        self._queued_call: Any = None  # a call the queue service holds (for an agent)
         self._candidates = 0  # ICE candidates the browser trickled for the current call
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
@@ -173,13 +174,15 @@ class Visitor:
             raise BadMessage(_why_no_bot(live), "run_over")
 
     def _on_call_event(self, handle: Any, event: dict[str, Any]) -> None:
-        if event.get("event") == "ended" and self.call is handle:
+        if event.get("event") != "ended":
+            return
+        if self.call is handle:
             self.call = None  # typing is the visitor's again, even while the run winds down
-            live = self.live
-            if live is not None and live.task.done() and self._held_by_queue(live):
-                # Waiting for (or talking to) an agent on the call: hanging up ends it (the
-                # queue service counts it as abandoned, or tells the agent).
-                self._spawn(self._finish(None, cancelled=False, on_call=True))
+        if handle is self._queued_call:
+            # The call held in a queue (or with an agent) is over, the visitor's hang-up or the
+            # agent's End: so is the conversation (the queue service counts what it was).
+            self._queued_call = None
+            self._spawn(self._finish(None, cancelled=False, on_call=True))
 
     def _held_by_queue(self, live: LiveRun) -> bool:
         queues = self.app[CONVERSATIONS].services.queues
@@ -238,7 +241,12 @@ class Visitor:
             return
         on_call = live.channel is not self.chat
         if on_call and not task.cancelled() and self._held_by_queue(live):
-            return  # the caller waits on the call for an agent, who is bridged to it
+            # The caller waits on the call for an agent, who is bridged to it; the call's end
+            # (whoever ends it) ends the conversation here too.
+            self._queued_call = getattr(live.channel, "call", None)
+            if getattr(self._queued_call, "ended", None) is not None:  # ended already
+                self._on_call_event(self._queued_call, {"event": "ended"})
+            return
         if on_call:
             call = getattr(live.channel, "call", None)
             if call is not None:
@@ -299,5 +307,5 @@ def _why_no_bot(live: LiveRun) -> str:
     if live.conv.status in (Status.QUEUED, Status.WITH_AGENT):
         if isinstance(live.channel, ChatChannel):
             return "you are waiting for (or talking to) an agent here: type to them"
-        return "you are with an agent on the call; hang up to type"
+        return "you are waiting for (or talking to) an agent on the call"
     return "this conversation has ended"

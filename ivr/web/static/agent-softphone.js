@@ -54,7 +54,7 @@
       pc.onconnectionstatechange = () => {
         if (pc !== this.pc) return;
         if (pc.connectionState === "connected") this.setState("connected");
-        else if (pc.connectionState === "failed") this.fail("the call's audio could not connect");
+        else if (pc.connectionState === "failed") this.fail("the call's audio was lost");
       };
       pc.onicecandidate = (event) => {
         const c = event.candidate;
@@ -64,7 +64,12 @@
         if (this.answered) this.send(frame);
         else this.pendingCandidates.push(frame);
       };
-      await pc.setLocalDescription(await pc.createOffer());
+      try {
+        await pc.setLocalDescription(await pc.createOffer());
+      } catch (error) {
+        if (pc === this.pc) this.fail(`the softphone could not start (${error.message})`);
+        return;
+      }
       if (pc !== this.pc) return;
       this.setState("connecting");
       this.timer = setTimeout(() => {

@@ -11,7 +11,9 @@
  * ("true"/"false"); #offer (data-conversation) with #offer-accept and #offer-decline; each held
  * conversation is .conversation[data-conversation] holding .card-customer, .card-verified,
  * .card-intent, .transcript of .turn[data-role][data-channel], textarea.reply, button.send,
- * button.end and form.wrap-up (select.code or input.code, textarea.notes, button.submit-wrap-up);
+ * button.end and form.wrap-up (select.code or input.code, textarea.notes, button.submit-wrap-up),
+ * button.transfer opening form.transfer-form (select.transfer-to, textarea.transfer-note,
+ * button.submit-transfer);
  * its tab is .conversation-tab[data-conversation]. A call's conversation has .softphone
  * (data-state: starting, connecting, connected, ended, failed) with button.mute and
  * button.reconnect-audio; the softphone itself is agent-softphone.js. window.agentDesk has the
@@ -26,6 +28,7 @@
   const WS_PATH = "/agent/ws";
   const LOGIN_PATH = "/agent/login";
   const ME_PATH = "/agent/api/me"; // 401 here: the session is gone
+  const TARGETS_PATH = "/agent/api/transfer-targets";
   const RECONNECT_DELAYS_MS = [1000, 2000, 5000, 10000]; // the last one repeats
   const MAX_TEXT_CHARS = 4000; // as the server's MAX_TEXT_CHARS
   const NOTE_MS = 8000; // how long the "offer gone" note stays
@@ -321,6 +324,7 @@
       case "customer_left": onCustomerLeft(frame); break;
       case "ended": onEnded(frame); break;
       case "wrapped_up": onWrappedUp(frame); break;
+      case "transferred": onTransferred(frame); break;
       case "audio_answer": onAudioAnswer(frame); break;
       case "audio": onAudio(frame); break;
       case "error": onError(frame); break;
@@ -386,7 +390,8 @@
     const offer = desk.offers.get(id);
     desk.offers.delete(id); // accepted: the offer is now this conversation
     showOffer();
-    upsertConversation(frame.card);
+    // Accepted in this tab: its softphone takes the call (another tab of the agent's does not).
+    upsertConversation(frame.card, offer && offer.pending ? "take" : "defer");
     // Accepted here (or nothing else open): show it. Accepted in another tab of this agent's:
     // it joins the list without pulling the agent away from what they are typing.
     if ((offer && offer.pending) || !desk.selected) select(id);
@@ -409,6 +414,18 @@
       if (desk.selected !== conv.id) announce(`New message from ${customerName(conv.card)}.`);
     }
     renderConversation(conv);
+  }
+
+  function onTransferred(frame) {
+    const id = str(frame.conversation_id);
+    const conv = desk.conversations.get(id);
+    if (!conv) return;
+    const name = customerName(conv.card);
+    const next = neighbour(id);
+    removeConversation(id);
+    if (desk.selected === id || !desk.selected) select(next);
+    renderWork();
+    announce(`${name}: transferred to ${str(frame.to)}.`);
   }
 
   function onAudioAnswer(frame) {
@@ -458,6 +475,14 @@
   }
 
   function onError(frame) {
+    if (frame.refused === "audio_offer" || frame.refused === "audio_candidate") {
+      const conv = desk.conversations.get(str(frame.conversation_id));
+      // A refused offer fails its softphone with the reason; a late candidate is no news.
+      if (conv && conv.phone && frame.refused === "audio_offer") {
+        conv.phone.fail(str(frame.reason) || "the server refused the call's audio");
+      }
+      return;
+    }
     notice(str(frame.reason) || "The server refused that.");
     // The error names neither the frame nor the conversation: undo every action in flight.
     for (const offer of desk.offers.values()) offer.pending = false;
@@ -465,6 +490,7 @@
     for (const conv of desk.conversations.values()) {
       conv.ending = false;
       conv.wrapping = false;
+      conv.transferring = false;
       conv.focusWrapUp = false;
     }
     if (desk.pendingSend) {
@@ -712,7 +738,8 @@
     return str(channels[channels.length - 1]) || "chat";
   }
 
-  function upsertConversation(card) {
+  /** audio: "take" (accepted in this tab), "defer" (in another), "auto" (a hello's cards). */
+  function upsertConversation(card, audio = "auto") {
     const id = str(card.conversation_id);
     if (!id) return null;
     let conv = desk.conversations.get(id);
@@ -720,7 +747,7 @@
       conv = {
         id, card, channel: currentChannel(card), unread: 0,
         customerLeft: false, ended: false, ending: false, wrapping: false, focusWrapUp: false,
-        view: null, phone: null,
+        transferring: false, view: null, phone: null,
       };
       conv.view = buildConversation(conv);
       desk.conversations.set(id, conv);
@@ -733,9 +760,13 @@
     }
     if (card.status === "ended") conv.ended = true;
     if (card.customer_left) conv.customerLeft = true;
-    if (card.medium === "voice" && !conv.ended && !conv.customerLeft &&
-        (!conv.phone || conv.phone.state === "failed")) {
-      startPhone(conv); // a call just taken, or held across a reload of this page
+    // A call just taken in this tab, or held across a reload: the softphone starts. Taken in
+    // another tab of this agent's, or with its audio there already (card.audio_connected): this
+    // tab offers "Take the audio here" instead.
+    if (card.medium === "voice" && !conv.ended && !conv.customerLeft && !conv.phone) {
+      const take = audio === "take" || (audio === "auto" && !card.audio_connected);
+      if (take) startPhone(conv);
+      else conv.phoneElsewhere = true;
     }
     renderConversation(conv);
     renderWork();
@@ -780,6 +811,9 @@
     view.facts = el("dl", { class: "facts" });
     view.end = el("button", { type: "button", class: "btn btn-danger end", text: "End conversation",
       onclick: () => endConversation(conv) });
+    view.transfer = el("button", { type: "button", class: "btn transfer", text: "Transfer…",
+      "aria-expanded": "false", onclick: () => toggleTransfer(conv) });
+    view.transferForm = buildTransferForm(conv, n, view);
     view.status = el("p", { class: "conversation-status", role: "status", hidden: true });
     view.card = el("div", { class: "card" });
     view.transcript = el("ol", { class: "transcript", role: "log", "aria-live": "polite",
@@ -818,7 +852,8 @@
       class: "conversation", id: panelId, role: "tabpanel", "aria-labelledby": tabId,
       "data-conversation": conv.id, hidden: true,
     },
-      el("header", { class: "conversation-head" }, view.title, view.facts, view.end),
+      el("header", { class: "conversation-head" }, view.title, view.facts, view.transfer, view.end),
+      view.transferForm,
       view.status,
       el("div", { class: "conversation-body" },
         view.card,
@@ -829,6 +864,59 @@
     conv.view = view;
     refreshCard(conv);
     return view;
+  }
+
+  function buildTransferForm(conv, n, view) {
+    const toId = `transfer-to-${n}`;
+    const noteId = `transfer-note-${n}`;
+    view.transferTo = el("select", { class: "transfer-to", id: toId, required: true });
+    view.transferNote = el("textarea", { class: "transfer-note", id: noteId, rows: "2",
+      maxlength: String(MAX_TEXT_CHARS), placeholder: "For the next agent: what is left to do" });
+    view.submitTransfer = el("button", { type: "submit", class: "btn submit-transfer", text: "Transfer" });
+    return el("form", { class: "transfer-form", hidden: true, "aria-label": "Transfer",
+      onsubmit: (event) => { event.preventDefault(); submitTransfer(conv); } },
+      el("label", { for: toId, text: "Transfer to" }), view.transferTo,
+      el("label", { for: noteId, text: "Note" }), view.transferNote,
+      view.submitTransfer,
+      el("button", { type: "button", class: "btn cancel-transfer", text: "Cancel",
+        onclick: () => toggleTransfer(conv, false) }));
+  }
+
+  async function toggleTransfer(conv, open = conv.view.transferForm.hidden) {
+    const { view } = conv;
+    view.transferForm.hidden = !open;
+    view.transfer.setAttribute("aria-expanded", String(open));
+    if (!open) return;
+    let targets;
+    try {
+      const response = await fetch(TARGETS_PATH, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      targets = await response.json();
+    } catch (error) {
+      notice(`The transfer targets could not be loaded (${error.message}).`);
+      return;
+    }
+    const queues = Array.isArray(targets.queues) ? targets.queues.filter((q) => typeof q === "string") : [];
+    const agents = Array.isArray(targets.agents) ? targets.agents.filter(isObject) : [];
+    view.transferTo.replaceChildren(
+      el("option", { value: "", text: "Choose…" }),
+      el("optgroup", { label: "Queues" },
+        ...queues.map((q) => el("option", { value: q, text: q }))),
+      el("optgroup", { label: "Agents" },
+        ...agents.map((a) => el("option", { value: str(a.queue),
+          text: `${str(a.name)} (${presenceLabel(str(a.presence) || "offline")})` }))));
+    view.transferTo.focus();
+  }
+
+  function submitTransfer(conv) {
+    const { view } = conv;
+    const to = view.transferTo.value;
+    if (!to || conv.transferring) return;
+    if (!send({ type: "transfer", conversation_id: conv.id, to, note: view.transferNote.value.trim() })) {
+      return;
+    }
+    conv.transferring = true;
+    renderConversation(conv);
   }
 
   function buildWrapUp(conv, n, view) {
@@ -893,6 +981,10 @@
     view.reply.disabled = over || !desk.connected;
     view.send.disabled = over || !desk.connected;
     view.end.hidden = conv.ended;
+    view.transfer.hidden = over;
+    if (over) view.transferForm.hidden = true;
+    view.submitTransfer.disabled = conv.transferring || !desk.connected;
+    view.submitTransfer.textContent = conv.transferring ? "Transferring…" : "Transfer";
     view.end.disabled = conv.ending || !desk.connected;
     view.end.textContent = conv.ending ? "Ending…" : "End conversation";
     view.wrapUp.hidden = !over;
@@ -961,6 +1053,7 @@
   };
 
   function startPhone(conv) {
+    conv.phoneElsewhere = false;
     if (!window.IvrSoftphone) {
       notice("The softphone could not be loaded: this call cannot be answered here.");
       return;
@@ -984,9 +1077,17 @@
 
   function renderPhone(conv) {
     const { view, phone } = conv;
-    view.phone.hidden = !phone;
-    if (!phone) return;
     const over = conv.ended || conv.customerLeft;
+    view.phone.hidden = !phone && !(conv.phoneElsewhere && !over);
+    if (!phone) {
+      view.phone.dataset.state = "elsewhere";
+      view.phoneState.textContent = "The call's audio is in another tab or window.";
+      view.mute.hidden = true;
+      view.reconnect.hidden = over;
+      view.reconnect.textContent = "Take the audio here";
+      return;
+    }
+    view.reconnect.textContent = "Reconnect audio";
     view.phone.dataset.state = phone.state;
     const reason = phone.reason && (phone.state === "ended" || phone.state === "failed")
       ? `: ${phone.reason}` : "";
