@@ -26,6 +26,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/concurrent_calls.py
 	$(BIN)/python bench/browser_calls.py
 	$(BIN)/python bench/widget_in_browser.py
+	$(BIN)/python bench/card_on_screen.py
 	$(BIN)/python bench/routing_decisions.py
 
 lint: $(INSTALLED)

@@ -155,6 +155,10 @@ class QueueService:
 
     # ------------------------------------------------------------ the flow's side (Handoff)
 
+    def now(self) -> float:
+        """The service's clock (epoch seconds): the router's times are on it."""
+        return self._clock()
+
     def admit(self, queue: str) -> str | QueueClosed:
         return self.rules.admit(queue, self._clock())
 

@@ -156,14 +156,14 @@ async def same_origin(request: web.Request, handler: Handler) -> web.StreamRespo
         under_agent
         and origin is not None
         and (request.method not in _SAFE_METHODS or upgrade)
-        and not _matches_host(origin, request.host)
+        and not matches_host(origin, request.host)
     ):
         log.warning("refused %s %s from origin %r", request.method, request.path, origin)
         return json_error(403, "cross-origin request refused", origin=origin)
     return await handler(request)
 
 
-def _matches_host(origin: str, host: str) -> bool:
+def matches_host(origin: str, host: str) -> bool:
     try:
         sent = URL(origin)
         ours = URL(f"{sent.scheme}://{host}")

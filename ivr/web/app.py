@@ -30,7 +30,7 @@ from ivr.speech.nlu.base import IntentClassifier
 from ivr.speech.nlu.factory import build_classifiers
 from ivr.speech.nlu.fallback import FallbackClassifier
 from ivr.store import AgentStore, open_store
-from ivr.web import agent_auth, agent_desktop, api, chat, health, widget
+from ivr.web import agent_auth, agent_desktop, api, chat, health, wallboard, widget
 from ivr.web.errors import json_errors
 from ivr.web.keys import (
     AGENTS,
@@ -179,6 +179,7 @@ def create_app(settings: Settings, api_token: str | None = None) -> web.Applicat
     widget.add_routes(app)
     agent_auth.add_routes(app)
     agent_desktop.add_routes(app)
+    wallboard.add_routes(app)
     # Before the chat sockets close (chat.add_routes' on_shutdown): their customers still wait.
     app.on_shutdown.insert(0, _keep_queues_on_shutdown)
     if settings.demo.crm:
