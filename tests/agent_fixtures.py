@@ -44,6 +44,17 @@ async def add_agent(
     )
 
 
+async def add_parcels_agent(served: Served, username: str = "gus") -> AgentRecord:
+    """Gus serves parcels only (logistics, and some banking): a transfer's other queue."""
+    return await add_agent(
+        served,
+        username,
+        name="Gus Grissom",
+        queues=("parcels",),
+        skills={"banking": 2, "logistics": 5},
+    )
+
+
 @dataclass
 class Desk:
     """An agent's desktop socket, with its own signed-in HTTP session."""

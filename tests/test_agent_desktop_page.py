@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from playwright.async_api import Locator, Page, expect
 
-from tests.agent_fixtures import PASSWORD, add_agent, open_desk, verified_chat_asking_for_an_agent
+from tests.agent_fixtures import (
+    PASSWORD,
+    add_agent,
+    add_parcels_agent,
+    open_desk,
+    verified_chat_asking_for_an_agent,
+)
 from tests.browser import LaunchChromium, page_errors
 from tests.serve_fixtures import ALICE, Served
 
@@ -182,13 +188,7 @@ async def test_an_agent_transfers_a_chat_to_another_queue_with_a_note(
     server: Served, chromium: LaunchChromium
 ) -> None:
     await add_agent(server, "dana", name="Dana Scully")
-    await add_agent(
-        server,
-        "gus",
-        name="Gus Grissom",
-        queues=("parcels",),
-        skills={"banking": 2, "logistics": 5},
-    )
+    await add_parcels_agent(server)
     gus = await open_desk(server, "gus")
     page = await (await chromium()).new_page()
     errors = page_errors(page)

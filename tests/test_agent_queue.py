@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.agent_fixtures import add_agent, open_desk, verified_chat_asking_for_an_agent
+from tests.agent_fixtures import (
+    add_agent,
+    add_parcels_agent,
+    open_desk,
+    verified_chat_asking_for_an_agent,
+)
 from tests.serve_fixtures import ALICE, ServeApp, Served, assert_never_shows, wait_until
 
 
@@ -148,13 +153,7 @@ async def test_an_agent_transfers_to_another_queue_and_to_a_colleague_with_a_not
     server: Served,
 ) -> None:
     await add_agent(server, "dana", name="Dana Scully")
-    await add_agent(
-        server,
-        "gus",
-        name="Gus Grissom",
-        queues=("parcels",),
-        skills={"banking": 2, "logistics": 5},
-    )
+    await add_parcels_agent(server)
     await add_agent(server, "kim", name="Kim Lee", queues=())  # serves no queue: by name only
     dana = await open_desk(server, "dana")
     gus = await open_desk(server, "gus")

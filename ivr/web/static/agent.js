@@ -417,15 +417,20 @@
   }
 
   function onTransferred(frame) {
-    const id = str(frame.conversation_id);
+    const name = dropConversation(str(frame.conversation_id));
+    if (name !== null) announce(`${name}: transferred to ${str(frame.to)}.`);
+  }
+
+  /** The conversation leaves this desk (wrapped up, transferred): the customer's name, or null. */
+  function dropConversation(id) {
     const conv = desk.conversations.get(id);
-    if (!conv) return;
+    if (!conv) return null;
     const name = customerName(conv.card);
     const next = neighbour(id);
     removeConversation(id);
     if (desk.selected === id || !desk.selected) select(next);
     renderWork();
-    announce(`${name}: transferred to ${str(frame.to)}.`);
+    return name;
   }
 
   function onAudioAnswer(frame) {
@@ -463,15 +468,8 @@
   }
 
   function onWrappedUp(frame) {
-    const id = str(frame.conversation_id);
-    const conv = desk.conversations.get(id);
-    if (!conv) return;
-    const name = customerName(conv.card);
-    const next = neighbour(id);
-    removeConversation(id);
-    if (desk.selected === id || !desk.selected) select(next);
-    renderWork();
-    announce(`Wrapped up: ${name}.`);
+    const name = dropConversation(str(frame.conversation_id));
+    if (name !== null) announce(`Wrapped up: ${name}.`);
   }
 
   function onError(frame) {
