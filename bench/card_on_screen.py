@@ -17,33 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiohttp import web
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ivr.config import (  # noqa: E402
-    ApiSettings,
-    FlowsSettings,
-    HttpSettings,
-    Settings,
-    SipSettings,
-    StoreSettings,
-)
-from ivr.web.app import create_app  # noqa: E402
 from ivr.web.keys import QUEUES  # noqa: E402
 from tests.agent_fixtures import PASSWORD, add_agent, verified_chat_asking_for_an_agent  # noqa: E402
 from tests.browser import launch_chromium  # noqa: E402
-from tests.serve_fixtures import Served, copy_flow_files  # noqa: E402
+from tests.serve_fixtures import Served, copy_flow_files, start_served  # noqa: E402
 
 WATCH = """
 window.__shown = {};
@@ -55,34 +41,6 @@ new MutationObserver(() => {
   }
 }).observe(document, { subtree: true, childList: true, attributes: true });
 """
-
-
-async def start(tmp: Path) -> Served:
-    dialogs, prompts = copy_flow_files(tmp)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    settings = Settings(
-        http=HttpSettings(host="127.0.0.1", port=port),
-        store=StoreSettings(url=f"sqlite:///{tmp}/bench.db"),
-        api=ApiSettings(token="bench-token"),
-        flows=FlowsSettings(dialogs=str(dialogs), prompts=str(prompts), reload=False),
-    )
-    settings = replace(settings, sip=SipSettings(enabled=False))
-    app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    return Served(
-        url=f"http://127.0.0.1:{port}",
-        app=app,
-        settings=settings,
-        token="bench-token",
-        dialogs=dialogs,
-        prompts=prompts,
-        session=aiohttp.ClientSession(),
-        _runner=runner,
-    )
 
 
 def stamp_server(served: Served) -> tuple[dict[str, float], dict[str, float]]:
@@ -123,7 +81,10 @@ async def finish(page: Any, conv_id: str) -> None:
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ivr-bench-card-") as scratch:
         tmp = Path(scratch)
-        served = await start(tmp)
+        dialogs, prompts = copy_flow_files(tmp)
+        served = await start_served(
+            f"sqlite:///{tmp}/bench.db", "bench-token", dialogs, prompts, reload=False
+        )
         try:
             assigned, sent = stamp_server(served)
             await add_agent(served, "dana", name="Dana Scully")

@@ -284,6 +284,45 @@ def flow_files(tmp_path: Path) -> tuple[Path, Path]:
 ServeApp = Callable[..., Awaitable[Served]]
 
 
+async def start_served(
+    store_url: str,
+    token: str,
+    dialogs: Path,
+    prompts: Path,
+    *,
+    reload: bool = True,
+    **settings_changes: Any,
+) -> Served:
+    """The application on a loopback port of its own, without phone calls unless `sip=` says
+    otherwise; the caller stops it (`Served.stop`) and closes its `session`."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # the port is ours from here: no race with other tests
+    port = sock.getsockname()[1]
+    settings = Settings(
+        http=HttpSettings(host="127.0.0.1", port=port),
+        store=StoreSettings(url=store_url),
+        api=ApiSettings(token=token),
+        flows=FlowsSettings(dialogs=str(dialogs), prompts=str(prompts), reload=reload),
+    )
+    # Phone calls have their own tests (test_voice_*): these start no media workers.
+    settings_changes.setdefault("sip", SipSettings(enabled=False))
+    settings = replace(settings, **settings_changes)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return Served(
+        url=f"http://127.0.0.1:{port}",
+        app=app,
+        settings=settings,
+        token=token,
+        dialogs=Path(settings.flows.dialogs),
+        prompts=Path(settings.flows.prompts),
+        session=aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FRAME_TIMEOUT_S)),
+        _runner=runner,
+    )
+
+
 @pytest.fixture
 async def serve_app(
     tmp_path: Path, api_token: str, flow_files: tuple[Path, Path]
@@ -301,40 +340,15 @@ async def serve_app(
         prompts: Path | None = None,
         **settings_changes: Any,
     ) -> Served:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))  # the port is ours from here: no race with other tests
-        port = sock.getsockname()[1]
-        settings = Settings(
-            http=HttpSettings(host="127.0.0.1", port=port),
-            store=StoreSettings(url=store_url or f"sqlite:///{tmp_path}/ivr-{next(numbers)}.db"),
-            api=ApiSettings(token=api_token),
-            flows=FlowsSettings(
-                dialogs=str(dialogs or flow_files[0]),
-                prompts=str(prompts or flow_files[1]),
-                reload=reload,
-            ),
+        served = await start_served(
+            store_url or f"sqlite:///{tmp_path}/ivr-{next(numbers)}.db",
+            api_token,
+            dialogs or flow_files[0],
+            prompts or flow_files[1],
+            reload=reload,
+            **settings_changes,
         )
-        # Phone calls have their own tests (test_voice_*): these start no media workers.
-        settings_changes.setdefault("sip", SipSettings(enabled=False))
-        settings = replace(settings, **settings_changes)
-        app = create_app(settings)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-        await runner.setup()
-        site = web.SockSite(runner, sock)
-        await site.start()
-        session = await stack.enter_async_context(
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FRAME_TIMEOUT_S))
-        )
-        served = Served(
-            url=f"http://127.0.0.1:{port}",
-            app=app,
-            settings=settings,
-            token=api_token,
-            dialogs=Path(settings.flows.dialogs),
-            prompts=Path(settings.flows.prompts),
-            session=session,
-            _runner=runner,
-        )
+        await stack.enter_async_context(served.session)
         stack.push_async_callback(served.stop)
 
         async def close_chats() -> None:

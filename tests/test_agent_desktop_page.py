@@ -42,6 +42,17 @@ class Desktop:
         self.accept = page.locator("#offer-accept")
         self.decline = page.locator("#offer-decline")
 
+    @classmethod
+    async def signed_in(
+        cls, served: Served, chromium: LaunchChromium, username: str
+    ) -> tuple[Desktop, list[str]]:
+        """A new browser signed in as `username`, and the list its page errors go to."""
+        page = await (await chromium()).new_page()
+        errors = page_errors(page)
+        desktop = cls(page)
+        await desktop.open(served, username)
+        return desktop, errors
+
     async def open(self, served: Served, username: str) -> None:
         await sign_in(self.page, served, username)
         await expect(self.page).to_have_url(served.url + "/agent")
@@ -71,10 +82,8 @@ async def test_an_agent_signs_in_takes_a_chat_talks_ends_and_wraps_it_up(
     server: Served, chromium: LaunchChromium
 ) -> None:
     await add_agent(server, "dana", name="Dana Scully")
-    page = await (await chromium()).new_page()
-    errors = page_errors(page)
-    desktop = Desktop(page)
-    await desktop.open(server, "dana")
+    desktop, errors = await Desktop.signed_in(server, chromium, "dana")
+    page = desktop.page
     await expect(page.locator("#agent-name")).to_have_text("Dana Scully")
     await desktop.set_presence("available")
 
@@ -156,10 +165,8 @@ async def test_a_declined_offer_leaves_the_page_and_the_customer_waits_for_someo
     server: Served, chromium: LaunchChromium
 ) -> None:
     await add_agent(server, "dana", name="Dana Scully")
-    page = await (await chromium()).new_page()
-    errors = page_errors(page)
-    desktop = Desktop(page)
-    await desktop.open(server, "dana")
+    desktop, errors = await Desktop.signed_in(server, chromium, "dana")
+    page = desktop.page
     # A colleague signed in, on a break. Alone, Dana would be offered the same chat again at
     # once: declines are forgotten when every signed-in agent of the queue has declined
     # (ivr.routing.acd).
@@ -190,10 +197,7 @@ async def test_an_agent_transfers_a_chat_to_another_queue_with_a_note(
     await add_agent(server, "dana", name="Dana Scully")
     await add_parcels_agent(server)
     gus = await open_desk(server, "gus")
-    page = await (await chromium()).new_page()
-    errors = page_errors(page)
-    desktop = Desktop(page)
-    await desktop.open(server, "dana")
+    desktop, errors = await Desktop.signed_in(server, chromium, "dana")
     await desktop.set_presence("available")
     _chat, conv_id = await verified_chat_asking_for_an_agent(server)
     await desktop.expect_offer(conv_id)

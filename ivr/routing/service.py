@@ -69,6 +69,11 @@ class Conversations(Protocol):
     async def earlier(self, customer_id: str) -> list[Conversation]: ...
 
 
+def line_name(line: CustomerLine | None) -> str:
+    """The channel's name on the timeline ("queue" when the customer's line is gone)."""
+    return line.name if line is not None else "queue"
+
+
 @dataclass
 class Assignment:
     """A conversation an agent has taken: who, since when, and the relay of customer messages."""
@@ -90,7 +95,7 @@ class Assignment:
 
     @property
     def channel_name(self) -> str:
-        return self.line.name if self.line is not None else "queue"
+        return line_name(self.line)
 
 
 @dataclass
@@ -104,7 +109,7 @@ class Waiting:
 
     @property
     def channel_name(self) -> str:
-        return self.line.name if self.line is not None else "queue"
+        return line_name(self.line)
 
     def stop(self) -> None:
         """Stop the waiting tasks, but the one calling (it is finishing this very work)."""
@@ -264,9 +269,7 @@ class QueueService:
             message, target = target.message or overflow.message, None
         waited = self._clock() - entry.enqueued_at
         if entry.offered_to is not None:  # ringing on a desk: it goes elsewhere now
-            await self._offer_gone(
-                Offer(conversation_id, entry.offered_to, entry.queue, 0.0), "overflowed"
-            )
+            await self._offer_gone(entry.offered_to, conversation_id, "overflowed")
         self.router.remove(conversation_id)
         waiting.stop()
         await self._record_state(
@@ -391,11 +394,8 @@ class QueueService:
             return
         waiting.stop()
         if entry.offered_to is not None:  # ringing on a desk: stop it
-            await self._to_agent(
-                entry.offered_to,
-                {"type": "offer_gone", "conversation_id": conversation_id, "reason": "abandoned"},
-            )
-        waiting.conv.add_turn(waiting.line.name if waiting.line else "queue", Role.SYSTEM, why)
+            await self._offer_gone(entry.offered_to, conversation_id, "abandoned")
+        waiting.conv.add_turn(waiting.channel_name, Role.SYSTEM, why)
         waiting.conv.status = Status.ENDED
         await self._persist(waiting.conv)
         await self._record_state(self._state.drop_entry, conversation_id)
@@ -435,7 +435,7 @@ class QueueService:
     async def set_presence(self, agent_id: str, presence: Presence) -> None:
         withdrawn = self.router.set_presence(agent_id, presence, self._clock())
         if withdrawn is not None:  # ringing when they went on break: it goes to someone else
-            await self._offer_gone(withdrawn, "withdrawn")
+            await self._offer_gone(withdrawn.agent_id, withdrawn.conversation_id, "withdrawn")
         await self._to_agent(agent_id, {"type": "presence", "state": str(presence)})
         self._route()
 
@@ -451,7 +451,7 @@ class QueueService:
         name = self._names.get(agent_id, agent_id)
         conv.status = Status.WITH_AGENT
         conv.handoff = {**(conv.handoff or {}), "agent": {"id": agent_id, "name": name, "at": now}}
-        channel = waiting.line.name if waiting.line else "queue"
+        channel = waiting.channel_name
         conv.add_turn(channel, Role.SYSTEM, f"{name} joined", agent=agent_id)
         await self._persist(conv)
         await self._record_state(self._state.save_entry, entry, "assigned", agent_id)
@@ -533,7 +533,7 @@ class QueueService:
         )
         withdrawn = self.router.release(agent_id, assignment.medium, now, wrap_up=False)
         if withdrawn is not None:
-            await self._offer_gone(withdrawn, "withdrawn")
+            await self._offer_gone(withdrawn.agent_id, withdrawn.conversation_id, "withdrawn")
         line = assignment.line
         with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
             if line is not None:
@@ -585,10 +585,7 @@ class QueueService:
             self.router.decline(conversation_id, agent_id, self._clock())
         except RoutingError as exc:
             raise NotAllowed(str(exc)) from None
-        await self._to_agent(
-            agent_id,
-            {"type": "offer_gone", "conversation_id": conversation_id, "reason": "declined"},
-        )
+        await self._offer_gone(agent_id, conversation_id, "declined")
         self._route()
 
     async def agent_says(self, agent_id: str, conversation_id: str, text: str) -> None:
@@ -619,7 +616,7 @@ class QueueService:
             with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
                 await assignment.line.end(reason)
         assignment.conv.add_turn(
-            assignment.line.name if assignment.line else "queue",
+            assignment.channel_name,
             Role.SYSTEM,
             f"{assignment.agent_name} ended the conversation",
         )
@@ -627,7 +624,7 @@ class QueueService:
         await self._persist(assignment.conv)
         withdrawn = self.router.release(agent_id, assignment.medium, self._clock(), wrap_up=True)
         if withdrawn is not None:
-            await self._offer_gone(withdrawn, "withdrawn")
+            await self._offer_gone(withdrawn.agent_id, withdrawn.conversation_id, "withdrawn")
         self._limit_wrap_up(agent_id, self.rules.wrap_up_seconds(assignment.queue))
         await self._to_agent(agent_id, {"type": "presence", "state": str(self.presence(agent_id))})
         await self._to_agent(
@@ -815,7 +812,7 @@ class QueueService:
         if assignment.customer_left or assignment.ended:
             return
         assignment.customer_left = True
-        channel = assignment.line.name if assignment.line else "queue"
+        channel = assignment.channel_name
         assignment.conv.add_turn(channel, Role.SYSTEM, "the customer left")
         await self._persist(assignment.conv)
         await self._to_agent(
@@ -880,15 +877,13 @@ class QueueService:
             },
         )
 
-    async def _offer_gone(self, offer: Offer, reason: str) -> None:
-        frame = {"type": "offer_gone", "conversation_id": offer.conversation_id, "reason": reason}
-        await self._to_agent(offer.agent_id, frame)
+    async def _offer_gone(self, agent_id: str, conversation_id: str, reason: str) -> None:
+        """The offer stops ringing on the agent's desk (`reason`: declined, timeout, ...)."""
+        frame = {"type": "offer_gone", "conversation_id": conversation_id, "reason": reason}
+        await self._to_agent(agent_id, frame)
 
     async def _offer_missed(self, offer: Offer) -> None:
-        await self._to_agent(
-            offer.agent_id,
-            {"type": "offer_gone", "conversation_id": offer.conversation_id, "reason": "timeout"},
-        )
+        await self._offer_gone(offer.agent_id, offer.conversation_id, "timeout")
         await self._to_agent(
             offer.agent_id,
             {
