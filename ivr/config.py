@@ -29,6 +29,10 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8700
     public_url: str = ""  # how customers reach us (links in SMS); default http://host:port
+    # Signs continue links (/c/<token>); the same on every node. Empty: one is made once and
+    # kept in the store, so links sent before a restart still open.
+    link_secret: str = ""
+    link_minutes: float = 60.0  # how long a continue link opens its conversation
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,36 @@ class NluSettings:
 class ChatSettings:
     max_message_bytes: int = 4096
     idle_timeout: float = 900.0  # seconds a chat may stay silent before it is closed
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    # Where texts go: outbox (stored and shown in the agent desktop, sent nowhere: the default
+    # until a gateway is configured), kannel (its smsbox sendsms interface) or webhook (a
+    # provider with a Twilio-style HTTP API).
+    gateway: str = "outbox"
+    number: str = "5550000"  # our number: the sender of what we send, the receiver of replies
+    flow: str = "bank"  # the flow a text from a number without an open conversation starts
+    # Inbound texts (Kannel's get-url, a provider's webhook) must carry this as `token`; empty:
+    # only from this machine (Kannel beside the server).
+    inbound_token: str = ""
+    kannel_url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"
+    kannel_username: str = ""
+    kannel_password: str = ""
+    webhook_url: str = ""  # e.g. https://api.provider.example/2010-04-01/Accounts/AC1/Messages.json
+    webhook_username: str = ""  # HTTP basic auth (Twilio: the account SID)
+    webhook_password: str = ""  # (Twilio: the auth token; also checks X-Twilio-Signature)
+    max_attempts: int = 10  # sending attempts before a text is given up (and shown as failed)
+    retry_seconds: float = 2.0  # first back-off; doubles per attempt...
+    max_retry_seconds: float = 300.0  # ...up to this
+    max_text_chars: int = 1000  # longer texts are cut at a sentence (inbound and outbound)
+    idle_hours: float = 24.0  # a conversation's SMS thread stays open this long without a reply
+    opt_out_words: str = "STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT"
+    opt_in_words: str = "START, UNSTOP"
+
+    def words(self, which: str) -> frozenset[str]:
+        raw = self.opt_out_words if which == "out" else self.opt_in_words
+        return frozenset(w.strip().upper() for w in raw.split(",") if w.strip())
 
 
 @dataclass(frozen=True)
@@ -170,6 +204,7 @@ class Settings:
     flows: FlowsSettings = field(default_factory=FlowsSettings)
     nlu: NluSettings = field(default_factory=NluSettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     sip: SipSettings = field(default_factory=SipSettings)
     webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
@@ -357,6 +392,7 @@ def _check(settings: Settings, where: Callable[[str, str], str]) -> None:
     _check_sip(settings.sip, where)
     _check_webrtc(settings.webrtc, where)
     _check_speech(settings.speech, where)
+    _check_sms(settings.sms, where)
     if settings.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(
             f"{where('log', 'level')}: expected debug, info, warning or error, "
@@ -495,3 +531,22 @@ def _check_speech(speech: SpeechSettings, where: Callable[[str, str], str]) -> N
         raise ConfigError(f"{where('speech', 'end_silence')}: expected 0.05 to 5 seconds")
     if not 0.05 <= speech.complete_silence <= 5:
         raise ConfigError(f"{where('speech', 'complete_silence')}: expected 0.05 to 5 seconds")
+
+
+def _check_sms(sms: SmsSettings, where: Callable[[str, str], str]) -> None:
+    if sms.gateway not in ("outbox", "kannel", "webhook"):
+        raise ConfigError(
+            f"{where('sms', 'gateway')}: expected outbox, kannel or webhook, got {sms.gateway!r}"
+        )
+    if sms.gateway == "webhook" and not sms.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where('sms', 'webhook_url')}: the webhook gateway needs an URL")
+    if sms.gateway == "kannel" and not sms.kannel_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where('sms', 'kannel_url')}: expected an http(s) URL")
+    if sms.max_attempts < 1:
+        raise ConfigError(f"{where('sms', 'max_attempts')}: at least 1")
+    if not 0 < sms.retry_seconds <= sms.max_retry_seconds:
+        raise ConfigError(
+            f"{where('sms', 'retry_seconds')}: must be above 0 and at most max_retry_seconds"
+        )
+    if not 70 <= sms.max_text_chars <= 10000:
+        raise ConfigError(f"{where('sms', 'max_text_chars')}: between 70 and 10000")

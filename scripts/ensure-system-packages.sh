@@ -25,6 +25,9 @@ if [[ "${1:-serve}" == "test" ]]; then
     have_cmd sipp || need+=(sip-tester)      # SIP load and malformed traffic
     have_cmd chromium || need+=(chromium)    # the visitor widget's tests (Playwright drives it)
     have_cmd firefox-esr || need+=(firefox-esr) # the widget in the other engine (tests/firefox.py)
+    # The real SMS gateway and its fake SMS centre (tests/kannel.py).
+    [[ -x /usr/sbin/bearerbox ]] || need+=(kannel)
+    [[ -x /usr/lib/kannel/test/fakesmsc ]] || need+=(kannel-extras)
 fi
 
 if ((${#need[@]} == 0)); then
@@ -42,4 +45,8 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recomme
 # Debian starts the packaged Kamailio on 5060; ivr serve runs its own (with its own config).
 if [[ " ${need[*]} " == *" kamailio "* ]] && have_cmd systemctl; then
     $sudo systemctl disable --now kamailio >/dev/null 2>&1 || true
+fi
+# Likewise Debian's Kannel service: the tests run their own boxes on ports of their own.
+if [[ " ${need[*]} " == *" kannel "* ]] && have_cmd systemctl; then
+    $sudo systemctl disable --now kannel >/dev/null 2>&1 || true
 fi

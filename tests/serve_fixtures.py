@@ -296,7 +296,11 @@ async def start_served(
     """The application on a loopback port of its own, without phone calls unless `sip=` says
     otherwise; the caller stops it (`Served.stop`) and closes its `session`."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # the port is ours from here: no race with other tests
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # The port is ours from here: no race with other tests. A given `http` keeps its port (a
+    # restarted server where a gateway still calls it).
+    given = settings_changes.get("http")
+    sock.bind(("127.0.0.1", given.port if given else 0))
     port = sock.getsockname()[1]
     settings = Settings(
         http=HttpSettings(host="127.0.0.1", port=port),

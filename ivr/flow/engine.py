@@ -6,6 +6,10 @@ over, the process died) and a new run, on any channel, continues at the stored s
 small functions in `steps/`, one module per kind; this module only sequences them and offers the
 helpers they share (say, listen, record, render), which is also where privacy is enforced:
 secure answers are recorded as a placeholder and kept only in `FlowRun.secrets` (memory).
+
+It also applies the flow's `verification` policy: a verification made on another channel counts
+for `valid_minutes`, and `reverify` steps send a customer not verified on the channel in use to
+be verified again, then back (see `_expire_verification` and `_reverify_at`).
 """
 
 from __future__ import annotations
@@ -151,6 +155,8 @@ class FlowRun:
         self.channel = channel
         self.services = services
         self.secrets: dict[str, str] = {}  # answers of secure steps: memory only, never stored
+        # (flow, step) that sent the customer to verify again: back there once verified
+        self.after_verification: tuple[str, str] | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -164,12 +170,20 @@ class FlowRun:
         self.conv.join(self.channel.name)
         if self.conv.status in (Status.ESCALATED, Status.QUEUED):
             self.conv.status = Status.ACTIVE
+        self._expire_verification()
         await self.persist()
         try:
             while True:
                 step = self._current_step()
+                via = self._reverify_at()
+                if via is not None:
+                    self._send_to_verify(via)
+                    await self.persist()
+                    continue
                 started = time.perf_counter()
                 result = await run_step(step, self)
+                if isinstance(step, m.VerifyStep):
+                    result = self._back_after_verification(step, result)
                 for observer in self.services.observers:
                     observer.on_step(
                         self.flow.name, m.action_of(step), time.perf_counter() - started
@@ -222,6 +236,63 @@ class FlowRun:
             pos.flow, pos.step = flow.name, flow.header.start
             step = flow.steps[pos.step]
         return step
+
+    # ------------------------------------------------------------------ verification policy
+
+    def _policy(self) -> m.VerificationPolicy | None:
+        flow = self.flows.flows.get(self.conv.position.flow)
+        return flow.header.verification if flow is not None else None
+
+    def _forget_verification(self, why: str) -> None:
+        """Who the customer said they are stays; that it was proven does not."""
+        identity = self.conv.identity
+        identity.verified = False
+        identity.method = identity.verified_at = identity.verified_on = None
+        self.system(why)
+
+    def _expire_verification(self) -> None:
+        """A verification made on another channel counts for the flow's `valid_minutes`."""
+        identity, policy = self.conv.identity, self._policy()
+        if policy is None or policy.valid_minutes is None or not identity.verified:
+            return
+        if identity.verified_on == self.channel.name:
+            return
+        minutes = (time.time() - (identity.verified_at or 0.0)) / 60
+        if minutes > policy.valid_minutes:
+            self._forget_verification(
+                f"verification expired: made on {identity.verified_on} {minutes:.0f} minutes "
+                f"ago; on another channel it counts for {policy.valid_minutes:g}"
+            )
+
+    def _reverify_at(self) -> str | None:
+        """Where to verify again before the current step, when it is a `reverify` step and the
+        customer was not verified on this channel (recently enough); None to go on."""
+        policy = self._policy()
+        reverify = policy.reverify if policy is not None else None
+        if reverify is None or self.conv.position.step not in reverify.steps:
+            return None
+        identity = self.conv.identity
+        fresh = identity.verified and identity.verified_on == self.channel.name
+        if fresh and reverify.within_minutes is not None:
+            age = time.time() - (identity.verified_at or 0.0)
+            fresh = age <= reverify.within_minutes * 60
+        return None if fresh else reverify.via
+
+    def _send_to_verify(self, via: str) -> None:
+        pos = self.conv.position
+        self.after_verification = (pos.flow, pos.step)
+        why = f"step {pos.step!r} needs a verification made on this channel; verifying at {via!r}"
+        if self.conv.identity.verified:
+            self._forget_verification(why)
+        else:
+            self.system(why)
+        pos.step = via
+
+    def _back_after_verification(self, step: m.VerifyStep, result: StepResult) -> StepResult:
+        back, self.after_verification = self.after_verification, None
+        if back is None or result != Next(step.on_success) or not self.conv.identity.verified:
+            return result
+        return Jump(*back)
 
     def _ended(self, status: Status) -> None:
         for observer in self.services.observers:

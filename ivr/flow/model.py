@@ -285,6 +285,32 @@ class FlowDefaults(Strict):
     on_error: StepId | None = Field(None, description="When a lookup fails or times out")
 
 
+class Reverification(Strict):
+    """Steps that trust only a verification made on the channel in use (a payment, a change of
+    address): reached without one, the customer is verified again first."""
+
+    steps: list[StepId] = Field(min_length=1, description="The steps that need it")
+    via: StepId = Field(
+        description="Where the customer is verified again (a verify step, or a step leading to "
+        "one); once verified, the flow goes back to the step that needed it"
+    )
+    within_minutes: float | None = Field(
+        None, gt=0, description="...and made at most this long ago (default: any time)"
+    )
+
+
+class VerificationPolicy(Strict):
+    """How long a verification counts when the conversation moves between channels."""
+
+    valid_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="A verification made on another channel counts for this long; after that, "
+        "continuing on a new channel forgets it, so the flow asks again (default: no limit)",
+    )
+    reverify: Reverification | None = None
+
+
 class FlowHeader(Strict):
     """A flow file without its steps (the steps are validated one by one)."""
 
@@ -296,6 +322,7 @@ class FlowHeader(Strict):
     numbers: list[str] = Field(
         default_factory=list, description="Dialled numbers (SIP user parts) this flow answers"
     )
+    verification: VerificationPolicy = Field(default_factory=VerificationPolicy)
 
 
 class FlowDocument(FlowHeader):

@@ -1,7 +1,8 @@
 """Checks across a FlowSet: everything that is valid YAML of the right shape but still wrong.
 
 Unknown or unreachable steps, missing prompts, unknown intents, flows that are called but not
-defined, lookups without an error branch, templates that do not compile or name something no
+defined, lookups without an error branch, a verification policy that names unknown steps or
+cannot verify, templates that do not compile or name something no
 step defines, secure answers that would be spoken; queues that transfers and overflows name but
 no `queues:` file defines, overflow cycles, the flows and prompts queues name. Each problem
 points at the line it is about.
@@ -194,8 +195,51 @@ class FlowChecker:
                 )
         for step_id, step in self.flow.steps.items():
             self.check_step(step_id, step)
+        self.check_verification()
         self.check_reachable()
         return self.problems
+
+    def check_verification(self) -> None:
+        reverify = self.flow.header.verification.reverify
+        if reverify is None:
+            return
+        here = ("verification", "reverify")
+        for i, step_id in enumerate(reverify.steps):
+            if not self.flow.has_step(step_id):
+                self.report(
+                    f"unknown step {step_id!r}{_hint(step_id, self.flow.steps)}", *here, "steps", i
+                )
+        via = reverify.via
+        if not self.flow.has_step(via):
+            self.report(f"unknown step {via!r}{_hint(via, self.flow.steps)}", *here, "via")
+        elif via in reverify.steps:
+            self.report(
+                f"step {via!r} verifies again for the steps in 'steps', so it cannot be one of "
+                "them: it would send the customer to itself",
+                *here,
+                "via",
+            )
+        elif via in self.flow.steps and not self.leads_to_verify(via):
+            self.report(
+                f"step {via!r} leads to no 'verify' step: the customer could never be verified "
+                "again; name the verify step (or one leading to it)",
+                *here,
+                "via",
+            )
+
+    def leads_to_verify(self, start: str) -> bool:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            step_id = todo.pop()
+            step = self.flow.steps.get(step_id)
+            if step is None or step_id in seen:
+                continue
+            if isinstance(step, m.VerifyStep):
+                return True
+            seen.add(step_id)
+            todo.extend(target for _, target in targets_of(step))
+        return False
 
     def check_step(self, step_id: str, step: m.Step) -> None:
         here = ("steps", step_id)
@@ -358,6 +402,8 @@ class FlowChecker:
         todo = [self.flow.header.start]
         defaults = self.flow.header.defaults
         todo += [t for t in (defaults.on_failure, defaults.on_error) if t]
+        if self.flow.header.verification.reverify is not None:  # the engine sends customers there
+            todo.append(self.flow.header.verification.reverify.via)
         todo += list(self.entry_points_from_other_flows())
         while todo:
             step_id = todo.pop()

@@ -86,6 +86,16 @@ agent_sessions = Table(
     Index("ix_agent_sessions_expires_at", "expires_at"),  # purging expired sessions
 )
 
+# An agent's own SIP phone, where the calls they accept are transferred (none: the desktop's
+# softphone). A table of its own: `create_all` adds new tables to an existing database, never
+# new columns to an old table.
+agent_phones = Table(
+    "agent_phones",
+    metadata,
+    Column("agent_id", String, ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("sip_uri", String, nullable=False),
+)
+
 # Conversations waiting in (or taken from) a human queue: the router's state, so a restarted
 # control plane knows who was waiting and since when. A row goes when the agent wraps up.
 queue_entries = Table(
@@ -116,4 +126,80 @@ queue_events = Table(
     Column("seconds", Double, nullable=True),  # waited (answered, abandoned) or handled
     Column("data", Text, nullable=False),  # JSON object: code, priority, ...
     Index("ix_queue_events_ts", "ts"),
+)
+
+# Texts to send, durably queued: a sender works through `queued` rows with back-off, so nothing
+# is lost while the gateway or this server is down. `held` rows are the outbox gateway's (no
+# gateway configured): kept for the agent desktop to show. Delivery reports update `state`.
+sms_outbox = Table(
+    "sms_outbox",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("conversation_id", String, nullable=True),
+    Column("to_number", String, nullable=False),
+    Column("from_number", String, nullable=False),
+    Column("text", Text, nullable=False),
+    # queued | sent | delivered | failed | held | suppressed (opted out)
+    Column("state", String, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Double, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_sms_outbox_state", "state", "created_at"),
+    Index("ix_sms_outbox_conversation", "conversation_id"),
+)
+
+# Texts received, stored before the gateway is answered (so a crash loses none) and keyed by
+# the gateway's message id (so its retries are not taken twice). Once handled, the text is
+# cleared: it lives on in the conversation's timeline, where secure answers are masked.
+sms_inbox = Table(
+    "sms_inbox",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("from_number", String, nullable=False),
+    Column("to_number", String, nullable=False),
+    Column("text", Text, nullable=True),
+    Column("received_at", Double, nullable=False),
+    Column("state", String, nullable=False),  # new | done
+    Column("conversation_id", String, nullable=True),
+    Index("ix_sms_inbox_state", "state", "received_at"),
+)
+
+# Numbers that texted STOP: nothing more is sent to them until they text START.
+sms_opt_outs = Table(
+    "sms_opt_outs",
+    metadata,
+    Column("number", String, primary_key=True),
+    Column("at", Double, nullable=False),
+)
+
+# The open conversation of each number's SMS thread: a reply continues it.
+sms_threads = Table(
+    "sms_threads",
+    metadata,
+    Column("number", String, primary_key=True),
+    Column("conversation_id", String, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# Secrets the server makes once and keeps across restarts (the key that signs continue links,
+# when [http] link_secret is not set), so what was sent before a restart still works.
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("value", String, nullable=False),
+)
+
+# Continue links (`/c/<token>`) already opened: one row per link's nonce, inserted once, so a
+# link is used once even when two browsers race. Rows go some time after the link expired.
+continue_links_used = Table(
+    "continue_links_used",
+    metadata,
+    Column("nonce", String, primary_key=True),
+    Column("conversation_id", String, nullable=False),
+    Column("used_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Index("ix_continue_links_used_expires_at", "expires_at"),
 )

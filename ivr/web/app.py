@@ -18,6 +18,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from ivr.channels.links import ContinueLinks
+from ivr.channels.sms.handoff import SmsHandoff
+from ivr.channels.sms.runtime import sms_service
 from ivr.config import Settings
 from ivr.conversation_service import ConversationService, persister
 from ivr.demo.crm import create_demo_crm
@@ -30,7 +33,18 @@ from ivr.speech.nlu.base import IntentClassifier
 from ivr.speech.nlu.factory import build_classifiers
 from ivr.speech.nlu.fallback import FallbackClassifier
 from ivr.store import AgentStore, open_store
-from ivr.web import agent_auth, agent_desktop, api, chat, health, wallboard, widget
+from ivr.store.links import LinkStore
+from ivr.web import (
+    agent_auth,
+    agent_desktop,
+    api,
+    chat,
+    continue_page,
+    health,
+    sms,
+    wallboard,
+    widget,
+)
 from ivr.web.errors import json_errors
 from ivr.web.keys import (
     AGENTS,
@@ -39,10 +53,12 @@ from ivr.web.keys import (
     CONVERSATIONS,
     FLOWS,
     HTTP,
+    LINKS,
     METRICS,
     PHONE,
     QUEUES,
     SETTINGS,
+    SMS,
     STORE,
     SUPERVISOR,
 )
@@ -125,10 +141,32 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
         await service.close()
 
 
+async def _links(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = LinkStore(app[STORE].database)
+    secret = settings.http.link_secret.encode() or await store.secret("continue_links")
+    ttl = settings.http.link_minutes * 60
+    app[LINKS] = ContinueLinks(secret, settings.public_url, ttl, store)
+    yield
+
+
 async def _queues(app: web.Application) -> AsyncIterator[None]:
     async with queue_service(app[FLOWS], app[CONVERSATIONS], app[STORE]) as queues:
         app[QUEUES] = queues
         yield
+
+
+async def _sms(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    conversations = app[CONVERSATIONS]
+    async with sms_service(settings, app[STORE].database, app[HTTP], conversations) as texts:
+        app[SMS] = texts
+        # The flows' `escalate` step: a text with a continue link.
+        conversations.services.handoff = SmsHandoff(app[LINKS], texts.threads)
+        try:
+            yield
+        finally:
+            conversations.services.handoff = None
 
 
 async def _voice_calls(app: web.Application) -> AsyncIterator[None]:
@@ -150,7 +188,17 @@ async def _keep_queues_on_shutdown(app: web.Application) -> None:
         queues.stop_taking_leavers()
 
 
-RESOURCES = (_store, _http_client, _flows, _supervisor, _conversations, _queues, _voice_calls)
+RESOURCES = (
+    _store,
+    _http_client,
+    _flows,
+    _supervisor,
+    _conversations,
+    _links,
+    _queues,
+    _sms,
+    _voice_calls,
+)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -176,10 +224,12 @@ def create_app(settings: Settings, api_token: str | None = None) -> web.Applicat
     health.add_routes(app)
     api.add_routes(app)
     chat.add_routes(app)
+    continue_page.add_routes(app)
     widget.add_routes(app)
     agent_auth.add_routes(app)
     agent_desktop.add_routes(app)
     wallboard.add_routes(app)
+    sms.add_routes(app)
     # Before the chat sockets close (chat.add_routes' on_shutdown): their customers still wait.
     app.on_shutdown.insert(0, _keep_queues_on_shutdown)
     if settings.demo.crm:

@@ -2,6 +2,8 @@
 
 Protocol (JSON text frames). Customer -> server:
   {"type": "start", "flow": "bank"}       flow optional: [flows] chat_flow
+  {"type": "continue", "token": "..."}    instead of start: a continue link's conversation
+                                          (`/c/<token>`) goes on here; uses the link up
   {"type": "message", "text": "..."}      what the customer typed
   {"type": "dtmf", "digits": "1234#"}     keypad presses (the widget's keypad, outside a call)
   {"type": "call", "sdp": "<offer>"}      a browser call: the conversation moves to it (or
@@ -12,6 +14,8 @@ Protocol (JSON text frames). Customer -> server:
 Server -> customer:
   {"type": "hello", "call": bool, "ice_servers": [...]}   first: can this server take calls
   {"type": "conversation", "id": "..."}   once started
+  {"type": "history", "turns": [{"ts", "channel", "role", "text"}]}
+                                          after a continue: the last turns said, on any channel
   {"type": "call_answer", "sdp": "..."}   the media worker's answer to the offer
   {"type": "call_state", "state": "speaking" | "listening" | "waiting" | "ended", "reason"?}
   {"type": "caption", "who": "bot" | "customer", "text": "...", "final": bool, "secure"?: bool}
@@ -133,6 +137,8 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
                 kind = frame["type"]
                 if kind == "start":
                     await visitor.start_chat(frame)
+                elif kind == "continue":
+                    await visitor.continue_chat(frame)
                 elif kind == "call":
                     await visitor.place_call(frame)
                 elif kind == "candidate":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from ivr.channels.links import ContinueLinks
+from ivr.channels.sms.runtime import Sms
 from ivr.config import Settings
 from ivr.conversation_service import ConversationService
 from ivr.flow.repository import FlowRepository
@@ -25,3 +27,5 @@ QUEUES = web.AppKey("queues", QueueService)  # human queues, agents' desktops, t
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 PHONE = web.AppKey("phone", object)  # ivr.channels.voice.phone.PhoneService when SIP is on
 BROWSER_CALLS = web.AppKey("browser_calls", object)  # ivr.channels.voice.browser.BrowserCalls
+LINKS = web.AppKey("links", ContinueLinks)  # signed links that continue a conversation
+SMS = web.AppKey("sms", Sms)  # texts in and out: gateway, outbox, SMS threads

@@ -19,13 +19,16 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from ivr.channels.chat import ChatChannel
+from ivr.channels.links import LinkRefused
 from ivr.channels.voice.gateway import NoMediaWorker
-from ivr.conversation import Status
+from ivr.conversation import Role, Status
 from ivr.conversation_service import LiveRun, UnknownFlow
 from ivr.flow.channel import CustomerInput
 from ivr.flow.engine import Stop
 from ivr.flow.problems import FlowError
-from ivr.web.keys import BROWSER_CALLS, CONVERSATIONS, METRICS, SETTINGS
+from ivr.store import StoreError
+from ivr.web.continue_page import ENDED_REASON, UNAVAILABLE_REASON, history_of, refusal_for
+from ivr.web.keys import BROWSER_CALLS, CONVERSATIONS, LINKS, METRICS, SETTINGS
 from ivr.web.signalling import MAX_CANDIDATES, BadSignal, ice_candidate, offer_sdp
 
 log = logging.getLogger("ivr.chat")
@@ -78,6 +81,41 @@ class Visitor:
         flow = self._flow(frame)
         self._adopt(await self._start(self.chat, flow))
         await self.send({"type": "conversation", "id": self.live.conv.id})  # type: ignore[union-attr]
+
+    async def continue_chat(self, frame: dict[str, Any]) -> None:
+        """A continue link opened (`/c/<token>`): its conversation goes on in this chat, at its
+        stored step, with what the customer said and proved. The link is used up here."""
+        if self.live is not None:
+            raise BadMessage("this chat has already started", "malformed")
+        token = frame.get("token")
+        if not isinstance(token, str):
+            raise BadMessage('"token" must be a string', "malformed")
+        links, conversations = self.app.get(LINKS), self.app[CONVERSATIONS]
+        if links is None:
+            raise BadMessage(UNAVAILABLE_REASON, "link")
+        try:
+            conv_id = await links.check(token)
+            refused = refusal_for(await conversations.get(conv_id))
+            if refused is not None:
+                raise BadMessage(refused, "link")
+            await links.redeem(token)
+            conv = await conversations.get(conv_id)
+        except LinkRefused as exc:
+            raise BadMessage(str(exc), "link") from None
+        except StoreError as exc:
+            log.error("a continue link could not be redeemed: %s", exc)
+            raise BadMessage(UNAVAILABLE_REASON, "link") from None
+        if conv is None:
+            raise BadMessage(ENDED_REASON, "link")
+        await self.send({"type": "conversation", "id": conv_id})
+        await self.send({"type": "history", "turns": history_of(conv)})
+        try:
+            live = await conversations.resume(conv_id, self.chat)
+        except (KeyError, ValueError):  # it ended (or went) since it was checked
+            raise BadMessage(ENDED_REASON, "link") from None
+        # Before the run's first step (it has not run yet): stored with its first save.
+        live.conv.add_turn(self.chat.name, Role.SYSTEM, "the customer opened a continue link")
+        self._adopt(live)
 
     def deliver(self, answer: CustomerInput) -> None:
         if self.call is not None:

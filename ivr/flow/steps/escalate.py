@@ -27,7 +27,7 @@ async def run(step: m.EscalateStep, run: FlowRun) -> StepResult:
         except TemplateProblem as exc:
             log.error("flow %s: escalate.to: %s", run.flow.name, exc)
     handoff = run.services.handoff
-    if handoff is None or (action.channel == "sms" and not to):
+    if handoff is None or not to:  # the link goes by text, for a chat too
         why = "no SMS gateway or chat link service" if handoff is None else "no phone number"
         return await run.give_up(
             run.error_step(step), f"cannot continue by {action.channel}: {why}"
