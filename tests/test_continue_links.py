@@ -123,8 +123,9 @@ async def test_a_link_continues_the_phone_conversation_in_chat_without_asking_ag
     chat = await continue_chat(server, token)
     assert (await chat.expect("conversation"))["id"] == conv_id
     history = (await chat.expect("history"))["turns"]
-    assert 0 < len(history) <= 6 and {t["channel"] for t in history} == {"sip"}
-    assert history[-1]["text"] == chat.prompt("sms_sent")
+    assert 0 < len(history) <= 6 and {t["channel"] for t in history} == {"sip", "sms"}
+    assert history[-2]["text"] == chat.prompt("sms_sent")
+    assert history[-1]["text"].endswith("continue in your browser: [link]")  # no token
     await chat.expect_bot(f"^{CARD_FOLLOW_UP}$")
     await chat.expect_prompt("main_menu", expects_answer=True)
     assert chat.prompt("ask_account") not in bot_texts(chat.frames)
@@ -133,8 +134,8 @@ async def test_a_link_continues_the_phone_conversation_in_chat_without_asking_ag
     await chat.say("check balance")
     await chat.expect_bot("^Your balance is 1250.40 euros.$")
     conv = await server.conversation(conv_id)
-    assert conv["channels"] == ["sip", "chat"]
-    assert {t["channel"] for t in conv["timeline"]} == {"sip", "chat"}
+    assert conv["channels"] == ["sip", "sms", "chat"]
+    assert [t["channel"] for t in conv["timeline"]].count("sms") == 1  # the text with the link
     assert "the customer opened a continue link" in [t["text"] for t in conv["timeline"]]
     assert conv["identity"]["verified"] and conv["identity"]["verified_on"] == "sip"
     assert conv["slots"]["account_number"] == ALICE["account"]
@@ -242,7 +243,7 @@ async def test_an_expired_link_is_refused_410(server: Served) -> None:
     with pytest.raises(LinkRefused) as refused:
         await server.app[LINKS].redeem(token)
     assert (refused.value.kind, refused.value.status) == ("expired", 410)
-    assert (await server.conversation(conv_id))["channels"] == ["sip"]  # nothing continued
+    assert (await server.conversation(conv_id))["channels"] == ["sip", "sms"]  # nothing continued
 
 
 async def test_a_used_link_is_refused_410(server: Served) -> None:
@@ -317,7 +318,8 @@ async def test_the_link_opens_the_chat_with_where_the_customer_left_off(
 
     await expect(browser_page.locator("body")).to_have_attribute("data-conversation", conv_id)
     earlier = browser_page.locator(".msg.earlier")
-    await expect(earlier.last).to_contain_text(prompt_text(server.prompts, "sms_sent"))
+    await expect(earlier.nth(-2)).to_contain_text(prompt_text(server.prompts, "sms_sent"))
+    await expect(earlier.last).to_contain_text("continue in your browser: [link]")
     await expect(earlier.first).to_contain_text("by phone")
     bot_now = browser_page.locator(".msg.bot:not(.earlier)")
     await expect(bot_now).to_have_text([CARD_FOLLOW_UP, prompt_text(server.prompts, "main_menu")])

