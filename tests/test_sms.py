@@ -232,3 +232,46 @@ async def test_after_an_escalation_a_reply_by_text_goes_on_at_the_resume_step(
         t["text"] for t in conv["timeline"] if t["role"] == "bot" and "account number" in t["text"]
     ]
     assert len(asked) == 1  # the call asked; the text did not
+
+
+async def test_a_customer_by_text_is_queued_to_an_agent_with_the_same_card(
+    server: Served,
+) -> None:
+    from tests.agent_fixtures import add_agent, open_desk
+
+    await add_agent(server, "dana", name="Dana Scully")
+    desk = await open_desk(server, "dana")
+    phone = Phone(server)
+    try:
+        await phone.send("hello")
+        await phone.next_text()
+        await phone.send(ALICE["account"])
+        await phone.next_text()
+        await phone.send(ALICE["pin"])
+        menu = await phone.next_text()
+        conv_id = menu["conversation_id"]
+        await phone.send("0")  # the menu's "Talk to an agent"
+        offer = await desk.expect("offer", conversation_id=conv_id)
+        card = offer["card"]
+        assert card["customer"]["verified"] and card["customer"]["verified_on"] == "sms"
+        assert ALICE["pin"] not in str(card)
+        holding = (await phone.next_text())["text"]  # one text: the hold and the place
+        assert holding.startswith("Please hold while I connect you to an agent. You are next")
+
+        await desk.send({"type": "accept", "conversation_id": conv_id})
+        await desk.expect("assigned")
+        assert (await phone.next_text())["text"] == "Dana Scully is here to help you."
+        await desk.send({"type": "send", "conversation_id": conv_id, "text": "How can I help?"})
+        assert (await phone.next_text())["text"] == "Dana Scully: How can I help?"
+        await phone.send("My card was swallowed by an ATM")
+        said = await desk.expect("message", conversation_id=conv_id, role="customer")
+        assert said["text"] == "My card was swallowed by an ATM" and said["channel"] == "sms"
+        await desk.send({"type": "end", "conversation_id": conv_id})
+        await desk.expect("ended", conversation_id=conv_id)
+        conv = await server.conversation(conv_id)
+        assert conv["status"] == "ended"
+        await phone.send("one more thing")  # the thread was closed: a new conversation
+        again = await phone.next_text()
+        assert again["conversation_id"] != conv_id
+    finally:
+        await desk.close()

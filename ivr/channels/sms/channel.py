@@ -90,6 +90,7 @@ class SmsChannel:
         self._spec: InputSpec | None = None
         self._inbox: asyncio.Queue[str | object] = asyncio.Queue(maxsize=64)
         self.conv: Conversation | None = None  # set by the service once the run has it
+        self.finished = False
 
     # ------------------------------------------------------------------ from the service
 
@@ -145,12 +146,12 @@ class SmsChannel:
         return reply
 
     async def transfer(self, target: TransferTarget) -> bool:
-        if target.sip_uri:
-            return False  # a text cannot be put through to a phone
-        await self._flush()
-        return True
+        """To a queue: what was said ("please hold") goes out with the first notice (their
+        place in the queue) or the agent's arrival, as one text."""
+        return not target.sip_uri  # a text cannot be put through to a phone
 
     async def end(self, reason: str) -> None:
+        self.finished = True  # the next text from this number is not for this conversation
         await self._flush()
 
     # ------------------------------------------------------------------ with an agent

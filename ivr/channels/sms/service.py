@@ -109,6 +109,9 @@ class SmsConversations:
             log.info("text from %s, who opted out: ignored", number)
             return None
         thread = self._threads.get(number)
+        if thread is not None and thread.finished:  # ended by the flow or by an agent
+            del self._threads[number]
+            thread = None
         if thread is not None and thread.conv is not None and thread.deliver(text):
             return thread.conv.id
         stored_id = await self.store.thread(number)
