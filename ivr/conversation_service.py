@@ -56,6 +56,7 @@ class ConversationService:
         self.services = services
         self._live: dict[str, LiveRun] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._takers: dict[str, list[asyncio.Future[None]]] = {}
 
     async def start(
         self, channel: Channel, flow_name: str, contact: dict[str, str] | None = None
@@ -89,7 +90,26 @@ class ConversationService:
                 raise ValueError(f"conversation {conversation_id} has ended")
             return self._run(conv, channel)
 
+    def when_taken(self, conversation_id: str) -> asyncio.Future[None]:
+        """Resolved when the conversation next goes on (on whatever channel): a call kept open
+        after an escalation ends then. Cancel it when no longer waiting."""
+        taken = asyncio.get_running_loop().create_future()
+        waiting = self._takers.setdefault(conversation_id, [])
+        waiting.append(taken)
+        taken.add_done_callback(lambda _f: self._forget_taker(conversation_id, taken))
+        return taken
+
+    def _forget_taker(self, conversation_id: str, taken: asyncio.Future[None]) -> None:
+        waiting = self._takers.get(conversation_id, [])
+        if taken in waiting:
+            waiting.remove(taken)
+        if not waiting:
+            self._takers.pop(conversation_id, None)
+
     def _run(self, conv: Conversation, channel: Channel) -> LiveRun:
+        for taken in list(self._takers.get(conv.id, ())):
+            if not taken.done():
+                taken.set_result(None)
         run = FlowRun(self.flows.require(), conv, channel, self.services)
         task = asyncio.create_task(run.run(), name=f"conversation-{conv.id}")
         live = LiveRun(conv, channel, task)

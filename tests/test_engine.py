@@ -790,7 +790,12 @@ async def test_escalate_records_resume_step() -> None:
         "Would you like to continue by text message? I can send you a link.",
         "I've sent you a text message with a link. You can continue there at any time.",
     ]
-    assert conv.handoff == {"kind": "escalation", "channel": "sms", "resume": "card_follow_up"}
+    assert conv.handoff == {
+        "kind": "escalation",
+        "channel": "sms",
+        "resume": "card_follow_up",
+        "keep_call": False,
+    }
     assert (conv.position.flow, conv.position.step) == ("bank", "card_follow_up")
     assert conv.status is Status.ESCALATED
     assert out.stop.reason == "continues by sms"

@@ -9,6 +9,7 @@ text and the chat on one timeline, in order.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from ivr.config import HttpSettings, SmsSettings
 from tests.agent_fixtures import add_agent
 from tests.browser import LaunchChromium, page_errors
 from tests.kannel import Kannel
-from tests.serve_fixtures import ALICE, ServeApp, free_port, prompt_text
+from tests.serve_fixtures import ALICE, ServeApp, free_port, prompt_text, wait_until
 from tests.test_agent_desktop_page import Desktop
 from tests.voice_fixtures import start_voice_server
 
@@ -139,3 +140,56 @@ async def test_a_caller_goes_on_by_text_and_chat_and_reaches_an_agent_repeating_
     assert set(asked) == set(KEPT_ANSWERS)  # ...and each was asked, once, on the call
     assert conv["identity"]["verified"] and conv["channels"] == ["sip", "sms", "chat"]
     assert customer_errors == [] and agent_errors == []
+
+
+KEEP_CALL_FLOW = """
+flow: keep
+language: en
+numbers: ["4000"]
+start: offer
+steps:
+  offer:
+    escalate:
+      channel: chat
+      say: "I have sent you a text with a link. Please stay on the line until you open it."
+      keep_call: true
+      resume: follow_up
+  follow_up:
+    end: "Here is the rest of our conversation, in writing."
+"""
+
+
+async def test_a_kept_call_waits_with_music_until_the_link_is_opened(
+    serve_app: ServeApp, flow_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    (flow_files[0] / "keep.yaml").write_text(KEEP_CALL_FLOW)
+    voice = await start_voice_server(serve_app, tmp_path)
+    server = voice.served
+    call = asyncio.ensure_future(
+        voice.call(
+            "4000",
+            "wait-prompt",
+            f"wait-file {tmp_path / 'never'}",  # on the line until the server hangs up
+            extra=["--from", f"sip:{CALLER}@127.0.0.1"],
+            timeout=60.0,
+        )
+    )
+
+    async def texted_link() -> str | None:
+        status, body = await server.api("/api/sms/outbox")
+        texts = [t for t in body["texts"] if t["to"] == CALLER] if status == 200 else []
+        return texts[0]["text"].rsplit(" ", 1)[1] if texts else None
+
+    link = await wait_until(texted_link, timeout=30)
+    conv_id = (await server.api("/api/sms/outbox"))[1]["texts"][0]["conversation_id"]
+    assert not call.done()  # still on the line, with music, while the link is unopened
+    assert (await server.conversation(conv_id))["status"] == "escalated"
+    chat = await server.chat()
+    await chat.expect("hello")
+    await chat.send({"type": "continue", "token": link.rsplit("/c/", 1)[1]})
+    await chat.expect_bot("^Here is the rest of our conversation, in writing.$")
+    result = await asyncio.wait_for(call, 30)
+    assert result.outcome["hung_up_by"] == "remote"
+    conv = await server.conversation(conv_id)
+    said = [t["text"] for t in conv["timeline"] if t["channel"] == "sip" and t["role"] == "bot"]
+    assert said[-1] == "You can go on in the chat now. Goodbye."

@@ -15,11 +15,16 @@ from ivr.channels.voice.channel import VoiceChannel
 from ivr.channels.voice.gateway import CallHandle
 from ivr.channels.voice.prompts import PromptAudio
 from ivr.config import SipSettings
-from ivr.conversation import Status
+from ivr.conversation import Role, Status
 from ivr.conversation_service import ConversationService, LiveRun, UnknownFlow
+from ivr.flow.channel import ChannelClosed, Prompt
 from ivr.flow.problems import FlowError
 
 log = logging.getLogger("ivr.voice")
+
+# An escalation that keeps the call open (`keep_call`) holds it at most this long.
+KEEP_CALL_SECONDS = 600.0
+CONTINUED_ELSEWHERE = "You can go on in the chat now. Goodbye."
 
 
 class PhoneService:
@@ -80,6 +85,10 @@ class PhoneService:
                 await live.task
             if live.conv.status in (Status.QUEUED, Status.WITH_AGENT) and self._held(live):
                 await call.over.wait()  # the queue service has the caller now, until they part
+            elif live.conv.status is Status.ESCALATED and (live.conv.handoff or {}).get(
+                "keep_call"
+            ):
+                await self._until_taken(call, channel, live)
         finally:
             self.active.discard(call)
             if call.ended is None:
@@ -87,6 +96,27 @@ class PhoneService:
                 # or the conversation moved to another channel. Never leave a caller in
                 # silence: hang up after what is queued.
                 call.send("hangup")
+
+    async def _until_taken(self, call: CallHandle, channel: VoiceChannel, live: LiveRun) -> None:
+        """`escalate: {keep_call: true}`: the caller stays on the line, with music, until the
+        conversation goes on elsewhere (the link is opened, a text answered), then hears that
+        it did; or until they hang up, or KEEP_CALL_SECONDS pass."""
+        taken = self.conversations.when_taken(live.conv.id)
+        over = asyncio.ensure_future(call.over.wait())
+        try:
+            with contextlib.suppress(ChannelClosed):
+                await channel.hold(None, live.conv.language)
+            done, _ = await asyncio.wait({taken, over}, timeout=KEEP_CALL_SECONDS,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if taken in done and call.ended is None:
+                now = self.conversations.live(live.conv.id)  # the other channel's, to record on
+                if now is not None:
+                    now.add_turn(channel.name, Role.BOT, CONTINUED_ELSEWHERE)
+                with contextlib.suppress(ChannelClosed):
+                    await channel.say(Prompt(CONTINUED_ELSEWHERE, language=live.conv.language))
+        finally:
+            taken.cancel()
+            over.cancel()
 
     def _held(self, live: LiveRun) -> bool:
         """Does a queue hold this call (a flow's transfer to one of our queues)?"""

@@ -35,7 +35,12 @@ async def run(step: m.EscalateStep, run: FlowRun) -> StepResult:
     if action.say:
         await run.say(action.say)
     run.conv.position.step = resume
-    run.conv.handoff = {"kind": "escalation", "channel": action.channel, "resume": resume}
+    run.conv.handoff = {
+        "kind": "escalation",
+        "channel": action.channel,
+        "resume": resume,
+        "keep_call": action.keep_call,
+    }
     run.system(f"continuing by {action.channel}; resumes at {resume!r}")
     await handoff.escalate(run.conv, action, to)
     return Stop(
