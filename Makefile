@@ -28,6 +28,8 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/widget_in_browser.py
 	$(BIN)/python bench/card_on_screen.py
 	$(BIN)/python bench/routing_decisions.py
+	$(BIN)/python bench/sms_escalation.py
+	$(BIN)/python bench/sms_inbound.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check ivr tests bench

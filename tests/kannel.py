@@ -7,6 +7,12 @@ to shut both down. `handset(number)` runs kannel-extras' `fakesmsc` in interacti
 line on its stdin is a text to us, and every text Kannel delivers to the fake SMS centre is
 printed back ("Got message N: <from to type data>"), which `Handset.next_text()` reads,
 reassembling concatenated parts.
+
+`phones()` is for benches: many numbers on one connection to the fake SMS centre, speaking
+fakesmsc's line protocol itself. fakesmsc's interactive mode suits a test, not a timing: it sends
+at most one text a second (`-i`), waits up to a second in select() on its stdin before it reads
+what bearerbox delivered, and lines written to it together stay in its stdio buffer, unsent,
+until the next write.
 """
 
 from __future__ import annotations
@@ -99,6 +105,62 @@ async def wait_for_port(port: int, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def decode_delivered(line: str, pending: dict[str, dict[int, bytes]]) -> str | None:
+    """`from to type data`, a text to a phone; concatenated parts (type udh) come back whole,
+    once complete (`pending` keeps the parts seen so far)."""
+    _sender, _receiver, kind, data = line.split(" ", 3)
+    if kind == "text":
+        return data
+    if kind == "ucs-2":
+        return _unquote(data).decode("utf-16-be")
+    if kind == "data":
+        return _unquote(data).decode("utf-8", "replace")
+    if kind == "udh":  # "udh <05 00 03 ref total seq> data <part>", each url-coded
+        udh_raw, part_raw = data.split(" ", 1)
+        udh, part = _unquote(udh_raw), _unquote(part_raw.removeprefix("data "))
+        ref, total, seq = str(udh[3]), udh[4], udh[5]
+        parts = pending.setdefault(ref, {})
+        parts[seq] = part
+        if len(parts) < total:
+            return None
+        whole = b"".join(parts[i] for i in sorted(parts))
+        del pending[ref]
+        return whole.decode("utf-8", "replace")
+    raise AssertionError(f"fakesmsc printed a message of unknown type: {line!r}")
+
+
+class Phones:
+    """Any number of phones on one connection to the fake SMS centre (what fakesmsc does, without
+    its pacing): `send(number, text)`; `inbox(number)` has (time.time() when read, text) of every
+    text Kannel delivers to `number`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._pending: dict[str, dict[int, bytes]] = {}
+        self._inboxes: dict[str, asyncio.Queue[tuple[float, str]]] = {}
+        self._reader = asyncio.create_task(self._read(reader))
+
+    def inbox(self, number: str) -> asyncio.Queue[tuple[float, str]]:
+        return self._inboxes.setdefault(number, asyncio.Queue())
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        async for raw in reader:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            text = decode_delivered(line, self._pending)
+            if text is not None:
+                self.inbox(line.split(" ", 2)[1]).put_nowait((time.time(), text))
+
+    async def send(self, number: str, text: str) -> None:
+        self._writer.write(f"{number} {OUR_NUMBER} data {quote_plus(text.encode())}\n".encode())
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
 @dataclass
 class Handset:
     """A phone on the fake SMS centre (one fakesmsc process)."""
@@ -128,26 +190,7 @@ class Handset:
                     self.texts.put_nowait(text)
 
     def _decode(self, line: str) -> str | None:
-        """`from to type data`; concatenated parts (type udh) come back whole, once complete."""
-        _sender, _receiver, kind, data = line.split(" ", 3)
-        if kind == "text":
-            return data
-        if kind == "ucs-2":
-            return _unquote(data).decode("utf-16-be")
-        if kind == "data":
-            return _unquote(data).decode("utf-8", "replace")
-        if kind == "udh":  # "udh <05 00 03 ref total seq> data <part>", each url-coded
-            udh_raw, part_raw = data.split(" ", 1)
-            udh, part = _unquote(udh_raw), _unquote(part_raw.removeprefix("data "))
-            ref, total, seq = str(udh[3]), udh[4], udh[5]
-            parts = self._parts.setdefault(ref, {})
-            parts[seq] = part
-            if len(parts) < total:
-                return None
-            whole = b"".join(parts[i] for i in sorted(parts))
-            del self._parts[ref]
-            return whole.decode("utf-8", "replace")
-        raise AssertionError(f"fakesmsc printed a message of unknown type: {line!r}")
+        return decode_delivered(line, self._parts)
 
     async def send(self, text: str) -> None:
         assert self.process.stdin is not None
@@ -187,7 +230,7 @@ class Kannel:
             )
         )
         self.processes: list[asyncio.subprocess.Process] = []
-        self.handsets: list[Handset] = []
+        self.handsets: list[Handset | Phones] = []
 
     @property
     def sendsms_url(self) -> str:
@@ -258,6 +301,15 @@ class Kannel:
         self.handsets.append(handset)
         await self._wait_for_status("(online", "fake SMS centre on-line")
         return handset
+
+    async def phones(self) -> Phones:
+        """A connection to the fake SMS centre for many numbers (instead of handsets: the fake
+        SMS centre serves one client at a time)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.ports["smsc"])
+        phones = Phones(reader, writer)
+        self.handsets.append(phones)
+        await self._wait_for_status("(online", "fake SMS centre on-line")
+        return phones
 
     def log(self, name: str) -> str:
         path = self.workdir / name

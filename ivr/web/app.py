@@ -41,6 +41,7 @@ from ivr.web import (
     chat,
     continue_page,
     health,
+    outbox_page,
     sms,
     wallboard,
     widget,
@@ -230,6 +231,7 @@ def create_app(settings: Settings, api_token: str | None = None) -> web.Applicat
     agent_desktop.add_routes(app)
     wallboard.add_routes(app)
     sms.add_routes(app)
+    outbox_page.add_routes(app)
     # Before the chat sockets close (chat.add_routes' on_shutdown): their customers still wait.
     app.on_shutdown.insert(0, _keep_queues_on_shutdown)
     if settings.demo.crm:

@@ -1,0 +1,106 @@
+"""The SMS outbox in the agent's browser: `/agent/outbox` (a page), `/agent/api/outbox` (JSON).
+
+Every text the server sent or holds, newest first, with its state (queued, sent, delivered,
+failed with the gateway's reason, held, suppressed). With the outbox gateway (no SMS gateway
+configured) the texts are held here and nowhere else: the page is how a demo or a tester reads
+what the customer would have got, and `POST /agent/api/outbox/reply` lets them answer as that
+customer. Then a continue link is shown whole, to be followed; for texts a real gateway carried,
+the link's token is left out (it opens the customer's conversation: it is theirs alone).
+
+Signed-in agents only (`ivr.web.agent_auth`); state-changing requests from another site's page
+are refused by the same-origin middleware that guards all of /agent.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from ivr.store import AgentRecord
+from ivr.store.sms import OutgoingText
+from ivr.web.agent_auth import require_agent
+from ivr.web.errors import json_error
+from ivr.web.keys import SMS
+from ivr.web.sms import BadText, check_number
+
+_LINK_TOKEN = re.compile(r"(/c/)[A-Za-z0-9._~-]+")
+MAX_REPLY_CHARS = 1000
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def shown(text: OutgoingText) -> dict[str, Any]:
+    view = text.public_view()
+    if text.state != "held":
+        view["text"] = _LINK_TOKEN.sub(r"\1…", text.text)
+    return view
+
+
+def _static(name: str) -> str:
+    return resources.files("ivr.web").joinpath(f"static/{name}").read_text(encoding="utf-8")
+
+
+@require_agent
+async def outbox_page(request: web.Request, agent: AgentRecord) -> web.StreamResponse:
+    return web.Response(
+        text=_static("outbox.html"), content_type="text/html", headers=_PAGE_HEADERS
+    )
+
+
+async def outbox_script(request: web.Request) -> web.StreamResponse:
+    return web.Response(
+        text=_static("outbox.js"),
+        content_type="text/javascript",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@require_agent
+async def outbox_texts(request: web.Request, agent: AgentRecord) -> web.StreamResponse:
+    sms = request.app[SMS]
+    texts = await sms.store.texts(request.query.get("conversation"))
+    return web.json_response(
+        {"gateway": sms.gateway.name, "number": sms.settings.sms.number,
+         "texts": [shown(t) for t in texts]},
+        headers={"Cache-Control": "no-store"},
+    )  # fmt: skip
+
+
+@require_agent
+async def reply_as_customer(request: web.Request, agent: AgentRecord) -> web.StreamResponse:
+    sms = request.app[SMS]
+    if not sms.gateway.holds:
+        return json_error(409, f"texts go through the {sms.gateway.name} gateway: reply by phone")
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error(400, 'not JSON: send {"to": "+1555...", "text": "..."}')
+    if not isinstance(body, dict):
+        return json_error(400, "expected a JSON object")
+    text = body.get("text")
+    try:
+        number = check_number(body.get("to"), "to")
+        if not isinstance(text, str) or not text.strip():
+            raise BadText("text", "empty")
+        if len(text) > MAX_REPLY_CHARS:
+            raise BadText("text", f"at most {MAX_REPLY_CHARS} characters")
+    except BadText as exc:
+        return json_error(400, str(exc), field=exc.field)
+    key = f"desk:{uuid.uuid4().hex}"
+    await sms.threads.receive(key, number, sms.settings.sms.number, text.strip())
+    return web.json_response({"received": True}, status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/agent/outbox", outbox_page)
+    app.router.add_get("/agent/outbox.js", outbox_script)
+    app.router.add_get("/agent/api/outbox", outbox_texts)
+    app.router.add_post("/agent/api/outbox/reply", reply_as_customer)
