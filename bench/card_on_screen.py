@@ -48,7 +48,7 @@ def stamp_server(served: Served) -> tuple[dict[str, float], dict[str, float]]:
     service = served.app[QUEUES]
     assigned: dict[str, float] = {}
     sent: dict[str, float] = {}
-    assign, to_agent = service.router.assign, service._to_agent
+    assign, to_agent = service.router.assign, service.desks.send
 
     def stamped_assign(now: float) -> Any:
         offers = assign(now)
@@ -62,7 +62,7 @@ def stamp_server(served: Served) -> tuple[dict[str, float], dict[str, float]]:
         await to_agent(agent_id, frame)
 
     service.router.assign = stamped_assign
-    service._to_agent = stamped_to_agent
+    service.desks.send = stamped_to_agent  # type: ignore[method-assign]
     return assigned, sent
 
 

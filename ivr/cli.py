@@ -312,6 +312,7 @@ _AGENT_OPTIONS = {
     "skills": "--skills",
     "queues": "--queues",
     "capacity": "--calls/--chats",
+    "phone": "--phone",
 }
 _MEDIA = (("voice", "calls"), ("text", "chats"))  # capacity keys and their options
 
@@ -380,7 +381,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _agents_add(url: str, args: argparse.Namespace) -> int:
-    from ivr.store.agents import check_queues, check_username
+    from ivr.store.agents import check_phone, check_queues, check_username
 
     # Every option is checked before the password is asked for: no typing it twice in vain.
     username = check_username(args.username)
@@ -390,9 +391,11 @@ def _agents_add(url: str, args: argparse.Namespace) -> int:
     for medium, option in _MEDIA:
         if capacity[medium] < 0:
             raise _BadOption(f"--{option}: must be 0 or more, got {capacity[medium]}")
+    phone = check_phone(args.phone)
     password = _read_password(args)
     agent = _on_agents(
-        url, lambda agents: agents.add(username, args.name, password, skills, queues, capacity)
+        url,
+        lambda agents: agents.add(username, args.name, password, skills, queues, capacity, phone),
     )
     print(f"added agent {agent.username} ({agent.display_name})")
     return EXIT_OK
@@ -412,13 +415,14 @@ def _agents_list(url: str, args: argparse.Namespace) -> int:
     if not found:
         print("no agents (add one with: ivr agents add USERNAME)", file=sys.stderr)
         return EXIT_OK
-    rows = [("USERNAME", "NAME", "SKILLS", "QUEUES", "CAPACITY")] + [
+    rows = [("USERNAME", "NAME", "SKILLS", "QUEUES", "CAPACITY", "PHONE")] + [
         (
             a.username + (" (disabled)" if a.disabled else ""),
             a.display_name,
             _skills_text(a),
             ",".join(a.queues) or "-",
             _capacity_text(a),
+            a.phone or "-",
         )
         for a in found
     ]
@@ -450,6 +454,27 @@ def _agents_passwd(url: str, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _agents_phone(url: str, args: argparse.Namespace) -> int:
+    from ivr.store import AgentInputError
+    from ivr.store.agents import check_phone
+
+    if (args.uri is None) == (not args.none):
+        raise _BadOption("SIP_URI: give the phone's URI (sip:... or sips:...) or --none")
+    try:
+        uri = None if args.none else check_phone(args.uri)
+    except AgentInputError as exc:
+        raise _BadOption(f"SIP_URI: {exc.problem}") from None
+    if not _on_agents(url, lambda agents: agents.set_phone(args.username, uri)):
+        print(f"ivr agents phone: no agent named {args.username!r}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    name = args.username.lower()
+    if uri is None:
+        print(f"agent {name} takes calls in the desktop (from its next connection)")
+    else:
+        print(f"agent {name} takes calls on {uri} (from the desktop's next connection)")
+    return EXIT_OK
+
+
 def _agents_parser(sub: argparse._SubParsersAction, config: argparse.ArgumentParser) -> None:
     agents = sub.add_parser("agents", help="agent accounts for the agent desktop (/agent)")
     agents_sub = agents.add_subparsers(dest="agents_command", required=True, metavar="COMMAND")
@@ -469,6 +494,11 @@ def _agents_parser(sub: argparse._SubParsersAction, config: argparse.ArgumentPar
     p.add_argument("--queues", default="", metavar="QUEUE,...", help="queues served: cards,general")
     p.add_argument("--calls", type=int, default=1, metavar="N", help="calls at once (default 1)")
     p.add_argument("--chats", type=int, default=3, metavar="N", help="chats at once (default 3)")
+    p.add_argument(
+        "--phone",
+        metavar="SIP_URI",
+        help="their SIP phone (sip:dana@pbx.example): calls they accept are transferred there",
+    )
     p.set_defaults(func=cmd_agents, agents_func=_agents_add)
 
     p = agents_sub.add_parser("list", parents=[config], help="list agents (never passwords)")
@@ -483,6 +513,14 @@ def _agents_parser(sub: argparse._SubParsersAction, config: argparse.ArgumentPar
     )
     p.add_argument("username", metavar="USERNAME")
     p.set_defaults(func=cmd_agents, agents_func=_agents_passwd)
+
+    p = agents_sub.add_parser(
+        "phone", parents=[config], help="set (or --none: clear) the SIP phone of an agent"
+    )
+    p.add_argument("username", metavar="USERNAME")
+    p.add_argument("uri", nargs="?", metavar="SIP_URI", help="sip:dana@pbx.example")
+    p.add_argument("--none", action="store_true", help="no phone: calls come to the desktop")
+    p.set_defaults(func=cmd_agents, agents_func=_agents_phone)
 
 
 # ------------------------------------------------------------------ wiring

@@ -11,92 +11,32 @@ account of its inbound audio (`totalAudioEnergy`).
 from __future__ import annotations
 
 import asyncio
-import wave
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from playwright.async_api import Page, expect
+from playwright.async_api import expect
 
-from ivr.channels.voice import music
-from ivr.conversation import Role, Status
-from ivr.web.keys import STORE
+from ivr.conversation import Role
 from tests.agent_fixtures import add_agent, open_desk
 from tests.browser import LaunchChromium, page_errors
-from tests.serve_fixtures import ALICE, ServeApp, Served, wait_until
+from tests.serve_fixtures import ALICE, ServeApp, wait_until
+from tests.softphone_fixtures import (
+    AGENT_TONE_HZ,
+    ASK_FOR_AN_AGENT,
+    MUSIC_HZ,
+    action_at,
+    after_samples,
+    louder,
+    queued_call,
+    recorded,
+    rms,
+    share,
+    tone_wav,
+    window,
+    with_packets,
+)
 from tests.test_agent_desktop_page import Desktop
 from tests.voice_fixtures import VoiceServer, start_voice_server
-
-RATE = 16000
-AGENT_TONE_HZ = 440.0
-MUSIC_HZ = sorted({hz * k for phrase in music.PHRASES for hz in phrase for k in (1, 2)})
-# The bank flow up to "Talk to an agent" (menu key 0), by keypad.
-ASK_FOR_AN_AGENT = (
-    "wait-prompt",
-    f"dtmf {ALICE['account']}",
-    "wait-prompt",
-    f"dtmf {ALICE['pin']}",
-    "wait-prompt",
-    "dtmf 0",
-)
-
-
-def tone_wav(path: Path, hz: float, seconds: float, level: float = 0.3) -> Path:
-    t = np.arange(int(RATE * seconds)) / RATE
-    samples = (np.sin(2 * np.pi * hz * t) * level * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(samples.tobytes())
-    return path
-
-
-def recorded(path: Path) -> np.ndarray:
-    with wave.open(str(path), "rb") as wav:
-        assert wav.getframerate() == RATE
-        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(float)
-
-
-def share(samples: np.ndarray, tones: list[float]) -> float:
-    """How much of the window's energy lies within 15 Hz of any of `tones` (0..1)."""
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size))) ** 2
-    freqs = np.fft.rfftfreq(samples.size, 1 / RATE)
-    total = spectrum[freqs > 60].sum()
-    near = np.zeros(freqs.size, dtype=bool)
-    for hz in tones:
-        near |= np.abs(freqs - hz) < 15
-    return float(spectrum[near].sum() / total) if total else 0.0
-
-
-def window(samples: np.ndarray, start: float, end: float) -> np.ndarray:
-    return samples[int(start * RATE) : int(end * RATE)]
-
-
-def rms(samples: np.ndarray) -> float:
-    return float(np.sqrt((samples**2).mean())) if samples.size else 0.0
-
-
-def action_at(outcome: dict[str, Any], prefix: str) -> float:
-    return next(a["at"] for a in outcome["actions"] if a["do"].startswith(prefix))
-
-
-async def inbound(page: Page, conv_id: str) -> dict[str, float]:
-    stats = await page.evaluate(
-        "async (id) => { const p = window.agentDesk.softphone(id); return p && p.inbound(); }",
-        conv_id,
-    )
-    return stats or {"energy": 0.0, "samples": 0, "packets": 0}
-
-
-async def queued_call(server: Served) -> str:
-    """The id of the call's conversation, once it waits in a queue."""
-
-    async def waiting() -> str | None:
-        recent = await server.app[STORE].list_recent(1)
-        return recent[0].id if recent and recent[0].status is Status.QUEUED else None
-
-    return await wait_until(waiting, timeout=30.0)
 
 
 async def test_a_caller_waits_with_music_then_talks_with_the_agent_in_the_desktop(
@@ -140,14 +80,14 @@ async def test_a_caller_waits_with_music_then_talks_with_the_agent_in_the_deskto
 
     # The caller is silent: the agent hears nothing (no prompt of the bot, no music bleeds in),
     # while a second of the call's audio arrives.
-    before = await wait_until(lambda: _with_packets(page, conv_id), timeout=10.0)
+    before = await wait_until(lambda: with_packets(page, conv_id), timeout=10.0)
     after = await wait_until(
-        lambda: _after_samples(page, conv_id, before["samples"] + 48000), timeout=10.0
+        lambda: after_samples(page, conv_id, before["samples"] + 48000), timeout=10.0
     )
     assert after["energy"] - before["energy"] < 0.001, (before, after)
 
     ready.touch()  # the caller speaks: the agent hears them
-    await wait_until(lambda: _louder(page, conv_id, after["energy"] + 0.05), timeout=15.0)
+    await wait_until(lambda: louder(page, conv_id, after["energy"] + 0.05), timeout=15.0)
     done.touch()
     result = await asyncio.wait_for(call, 60.0)
     assert result.ok, (result.outcome, result.stderr[-2000:])
@@ -174,21 +114,6 @@ async def test_a_caller_waits_with_music_then_talks_with_the_agent_in_the_deskto
     assert any(role == Role.BOT and "line" in text for role, text in said), said  # position
     assert (Role.SYSTEM, "Dana Scully joined") in said
     assert (Role.SYSTEM, "the customer left") in said
-
-
-async def _with_packets(page: Page, conv_id: str) -> dict[str, float] | None:
-    stats = await inbound(page, conv_id)
-    return stats if stats["packets"] > 10 else None
-
-
-async def _after_samples(page: Page, conv_id: str, samples: float) -> dict[str, float] | None:
-    stats = await inbound(page, conv_id)
-    return stats if stats["samples"] >= samples else None
-
-
-async def _louder(page: Page, conv_id: str, energy: float) -> dict[str, float] | None:
-    stats = await inbound(page, conv_id)
-    return stats if stats["energy"] >= energy else None
 
 
 async def test_a_waiting_caller_hears_their_place_then_music_and_hanging_up_abandons(

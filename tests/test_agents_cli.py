@@ -1,5 +1,5 @@
-"""`ivr agents add|list|remove|passwd` against a temporary SQLite store: exit codes, messages
-that name the option, and no password or hash ever printed."""
+"""`ivr agents add|list|remove|passwd|phone` against a temporary SQLite store: exit codes,
+messages that name the option, and no password or hash ever printed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from ivr import cli
 from ivr.store import AgentStore, open_store
-from ivr.store.schema import agents
+from ivr.store.schema import agent_phones, agents
 from tests.serve_fixtures import REPO
 
 PASSWORD = "correct horse 42"
@@ -83,9 +83,9 @@ def test_add_then_list_shows_the_agent_and_never_a_password_or_hash(
 
     assert code == 0
     header, row = out.splitlines()
-    assert header.split() == ["USERNAME", "NAME", "SKILLS", "QUEUES", "CAPACITY"]
+    assert header.split() == ["USERNAME", "NAME", "SKILLS", "QUEUES", "CAPACITY", "PHONE"]
     assert row.split() == ["alice", "Alice", "Smith", "cards:8,banking:5", "cards,general",
-                           "calls:1,chats:2"]  # fmt: skip
+                           "calls:1,chats:2", "-"]  # fmt: skip
     agent = in_store(store_url, lambda s: s.authenticate("alice", PASSWORD))
     assert agent.capacity == {"voice": 1, "text": 2}
     assert agent.queues == ("cards", "general")
@@ -246,3 +246,104 @@ def test_the_ivr_command_adds_an_agent_from_a_pipe(tmp_path: Path, store_url: st
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert in_store(store_url, lambda s: s.authenticate("alice", PASSWORD)) is not None
+
+
+# ------------------------------------------------------------------ an agent's SIP phone
+
+PHONE = "sip:alice@pbx.example"
+
+
+def phone_rows(url: str) -> list[Any]:
+    async def read(store: AgentStore) -> list[Any]:
+        async with store._db.connect("test") as conn:
+            return list(await conn.execute(agent_phones.select()))
+
+    return in_store(url, read)
+
+
+def test_add_with_a_phone_lists_it_and_a_signed_in_desk_learns_it(
+    ivr: Callable[..., tuple[int, str, str]], store_url: str
+) -> None:
+    code, _, err = ivr(*ALICE, "--phone", PHONE, "--password-stdin", stdin=PASSWORD + "\n")
+    assert (code, err) == (0, "")
+    assert ivr("list")[1].splitlines()[1].split()[-1] == PHONE
+    agent = in_store(store_url, lambda s: s.by_username("alice"))
+    assert agent.phone == PHONE and agent.public_view()["phone"] == PHONE
+    token = in_store(store_url, lambda s: s.open_session(agent.id, 600))
+    assert in_store(store_url, lambda s: s.session_agent(token)).phone == PHONE
+
+
+def test_phone_sets_replaces_and_clears_the_phone_of_an_agent(
+    ivr: Callable[..., tuple[int, str, str]], store_url: str
+) -> None:
+    ivr(*ALICE, "--password-stdin", stdin=PASSWORD + "\n")
+    assert in_store(store_url, lambda s: s.by_username("alice")).phone is None
+
+    code, out, _ = ivr("phone", "Alice", PHONE)
+    assert code == 0 and PHONE in out
+    assert ivr("phone", "alice", "sips:100@pbx.example;transport=tls")[0] == 0
+    assert in_store(store_url, lambda s: s.by_username("alice")).phone == (
+        "sips:100@pbx.example;transport=tls"
+    )
+    assert len(phone_rows(store_url)) == 1
+
+    code, out, _ = ivr("phone", "alice", "--none")
+    assert code == 0 and "desktop" in out
+    assert in_store(store_url, lambda s: s.by_username("alice")).phone is None
+    assert phone_rows(store_url) == []
+
+
+ADD = ("add", "alice", "--password-stdin")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((*ADD, "--phone", "tel:+15551234"), "ivr agents add: --phone: 'tel:+15551234'"),
+        ((*ADD, "--phone", "dana@pbx"), "--phone: 'dana@pbx': a SIP URI starting with sip:"),
+        (("phone", "alice", "sip:a b@pbx"), "ivr agents phone: SIP_URI: 'sip:a b@pbx'"),
+        (("phone", "alice", "sip:a@pbx?X-Spoof=1"), "SIP_URI: 'sip:a@pbx?X-Spoof=1'"),
+        (("phone", "alice"), "ivr agents phone: SIP_URI: give the phone's URI"),
+        (("phone", "alice", PHONE, "--none"), "ivr agents phone: SIP_URI: give the phone's URI"),
+    ],
+)
+def test_a_phone_that_is_not_a_sip_uri_is_refused_naming_the_field(
+    ivr: Callable[..., tuple[int, str, str]], store_url: str, args: tuple[str, ...], message: str
+) -> None:
+    if args[0] == "phone":
+        ivr(*ALICE, "--password-stdin", stdin=PASSWORD + "\n")
+    code, _, err = ivr(*args, stdin=PASSWORD + "\n")
+    assert code == 2
+    assert message in err
+    assert phone_rows(store_url) == []
+
+
+def test_phone_of_an_unknown_agent_exits_1(ivr: Callable[..., tuple[int, str, str]]) -> None:
+    code, _, err = ivr("phone", "bob", PHONE)
+    assert code == 1
+    assert "no agent named 'bob'" in err
+
+
+def test_removing_an_agent_removes_their_phone(
+    ivr: Callable[..., tuple[int, str, str]], store_url: str
+) -> None:
+    ivr(*ALICE, "--phone", PHONE, "--password-stdin", stdin=PASSWORD + "\n")
+    assert ivr("remove", "alice")[0] == 0
+    assert phone_rows(store_url) == []
+
+
+def test_a_store_made_before_phones_existed_gets_their_table(
+    ivr: Callable[..., tuple[int, str, str]], store_url: str
+) -> None:
+    """No migrations: `create_all` adds the new table to an older database, and its agents
+    have no phone until one is set."""
+    ivr(*ALICE, "--password-stdin", stdin=PASSWORD + "\n")
+
+    async def drop(store: AgentStore) -> None:
+        async with store._db.begin("test") as conn:
+            await conn.run_sync(agent_phones.drop)
+
+    in_store(store_url, drop)  # as the database was before this table
+    assert in_store(store_url, lambda s: s.authenticate("alice", PASSWORD)).phone is None
+    assert ivr("phone", "alice", PHONE)[0] == 0
+    assert in_store(store_url, lambda s: s.authenticate("alice", PASSWORD)).phone == PHONE

@@ -60,7 +60,10 @@ class AgentLeg(Protocol):
 
 @runtime_checkable
 class VoiceLine(CustomerLine, Protocol):
-    """A caller's line: music while they wait, then a bridge to the agent's own audio leg."""
+    """A caller's line: music while they wait, then a bridge to the agent's own audio leg, or
+    a transfer to the agent's SIP phone."""
+
+    can_refer: bool  # a SIP dialog that a transfer can hand on (a browser call has none)
 
     async def hold(self, music: str | None, language: str) -> None:
         """Music until an agent is bridged: the recorded prompt `music` (in `language`), else
@@ -70,4 +73,12 @@ class VoiceLine(CustomerLine, Protocol):
     async def bridge_agent(self, offer_sdp: str) -> AgentLeg:
         """Answer the agent's browser offer with a leg bridged to the caller. ValueError
         (refused, or the call is gone) or TimeoutError when it cannot be made."""
+        ...
+
+    async def transfer_to_phone(self, uri: str, headers: dict[str, str]) -> None:
+        """Hand the call to an agent's own SIP phone at `uri` (a blind transfer carrying the
+        context `headers`). Returns once the phone has it: the call has left us. ValueError
+        with the far end's answer ("486 Busy Here") when it refused, TimeoutError when no
+        final answer came (the caller is still with us either way), ChannelClosed when the
+        caller hung up meanwhile."""
         ...

@@ -1,9 +1,9 @@
 """`AgentStore`: human agents' accounts (argon2id passwords) and their signed-in sessions.
 
-An agent is one row of `agents`; what leaves this module is an `AgentRecord`, which has no
-password hash at all, so no repr, log line or JSON view can show one. A session is a random
-token that lives only in the agent's cookie; the table keeps its SHA-256, so a copy of the
-database does not sign anyone in.
+An agent is one row of `agents` (and one of `agent_phones` if their calls go to a SIP phone);
+what leaves this module is an `AgentRecord`, which has no password hash at all, so no repr, log
+line or JSON view can show one. A session is a random token that lives only in the agent's
+cookie; the table keeps its SHA-256, so a copy of the database does not sign anyone in.
 
 Hashing is slow on purpose (argon2id: tens of milliseconds and 64 MiB each): it runs in a
 thread, at most `PARALLEL_HASHES` at once, so sign-ins neither stall the event loop nor let a
@@ -26,14 +26,19 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, Select, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ivr.store.database import Database
-from ivr.store.schema import agent_sessions, agents
+from ivr.store.schema import agent_phones, agent_sessions, agents
 
 USERNAME = re.compile(r"^[a-z0-9._-]{2,64}$")
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # skills, queues and capacity media
+# An agent's phone: sip: or sips:, an optional user, a host (and port), optional parameters.
+# No URI headers (`?...`): the transfer puts the conversation's context there itself.
+SIP_URI = re.compile(r"^sips?:(?:[^@\s<>\"?]+@)?[A-Za-z0-9.\-\[\]:]+(?:;[^\s<>\"?]*)?$", re.I)
+MAX_SIP_URI = 256
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 MAX_DISPLAY_NAME = 200
 PROFICIENCY = range(1, 11)
@@ -68,6 +73,7 @@ class AgentRecord:
     capacity: Mapping[str, int] = field(hash=False)
     created_at: float
     disabled: bool = False
+    phone: str | None = None  # their SIP phone's URI: calls they accept are transferred there
 
     def public_view(self) -> dict[str, Any]:
         return {
@@ -79,6 +85,7 @@ class AgentRecord:
             "capacity": dict(self.capacity),
             "created_at": self.created_at,
             "disabled": self.disabled,
+            "phone": self.phone,
         }
 
 
@@ -151,6 +158,18 @@ def check_capacity(capacity: Mapping[str, int]) -> dict[str, int]:
     return checked
 
 
+def check_phone(phone: str | None) -> str | None:
+    """An agent's SIP phone URI (None or empty: no phone, calls come to the desktop)."""
+    uri = (phone or "").strip()
+    if not uri:
+        return None
+    if len(uri) > MAX_SIP_URI or not SIP_URI.match(uri):
+        raise AgentInputError(
+            "phone", f"{uri!r}: a SIP URI starting with sip: or sips:, e.g. sip:dana@pbx.example"
+        )
+    return uri
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -167,7 +186,25 @@ _AGENT_COLUMNS = (
     agents.c.capacity,
     agents.c.created_at,
     agents.c.disabled,
+    agent_phones.c.sip_uri.label("phone"),
 )
+_WITH_PHONE = agents.outerjoin(agent_phones, agent_phones.c.agent_id == agents.c.id)
+
+
+def _select_agents(*more: Any) -> Select[Any]:
+    """The agents' columns (their phone's too), and `more`."""
+    return select(*_AGENT_COLUMNS, *more).select_from(_WITH_PHONE)
+
+
+async def _agent_id(conn: AsyncConnection, name: str) -> str | None:
+    return await conn.scalar(select(agents.c.id).where(agents.c.username == name))
+
+
+async def _put_phone(conn: AsyncConnection, agent_id: str, uri: str | None) -> None:
+    """The agent's phone row, replaced (or gone: None)."""
+    await conn.execute(delete(agent_phones).where(agent_phones.c.agent_id == agent_id))
+    if uri is not None:
+        await conn.execute(agent_phones.insert().values(agent_id=agent_id, sip_uri=uri))
 
 
 def _record(row: Row[Any]) -> AgentRecord:
@@ -180,6 +217,7 @@ def _record(row: Row[Any]) -> AgentRecord:
         capacity=json.loads(row.capacity),
         created_at=row.created_at,
         disabled=bool(row.disabled),
+        phone=row.phone,
     )
 
 
@@ -222,6 +260,7 @@ class AgentStore:
         skills: Mapping[str, int] | None = None,
         queues: Sequence[str] = (),
         capacity: Mapping[str, int] | None = None,
+        phone: str | None = None,
     ) -> AgentRecord:
         """A new agent; `AgentInputError` for a bad field, `AgentExists` for a taken name."""
         name = check_username(username)
@@ -233,6 +272,7 @@ class AgentStore:
             queues=tuple(check_queues(queues)),
             capacity=check_capacity(DEFAULT_CAPACITY if capacity is None else capacity),
             created_at=time.time(),
+            phone=check_phone(phone),
         )
         password_hash = await self._hash(check_password(password))
         row = {
@@ -256,6 +296,8 @@ class AgentStore:
         )
         async with self._db.begin(f"adding agent {name}") as conn:
             added = (await conn.execute(statement)).first()
+            if added is not None:
+                await _put_phone(conn, record.id, record.phone)
         if added is None:
             raise AgentExists(f"an agent named {name!r} already exists")
         return record
@@ -269,11 +311,11 @@ class AgentStore:
 
     async def _one(self, where: Any, action: str) -> AgentRecord | None:
         async with self._db.connect(action) as conn:
-            row = (await conn.execute(select(*_AGENT_COLUMNS).where(where))).first()
+            row = (await conn.execute(_select_agents().where(where))).first()
         return _record(row) if row is not None else None
 
     async def list(self) -> list[AgentRecord]:
-        query = select(*_AGENT_COLUMNS).order_by(agents.c.username)
+        query = _select_agents().order_by(agents.c.username)
         async with self._db.connect("listing agents") as conn:
             return [_record(row) for row in await conn.execute(query)]
 
@@ -281,11 +323,12 @@ class AgentStore:
         """Delete the agent and sign them out everywhere; False if there was no such agent."""
         name = normalize_username(username)
         async with self._db.begin(f"removing agent {name}") as conn:
-            agent_id = await conn.scalar(select(agents.c.id).where(agents.c.username == name))
+            agent_id = await _agent_id(conn, name)
             if agent_id is None:
                 return False
             # The foreign key cascades too; deleting first also covers a database without it.
             await conn.execute(delete(agent_sessions).where(agent_sessions.c.agent_id == agent_id))
+            await _put_phone(conn, agent_id, None)
             await conn.execute(delete(agents).where(agents.c.id == agent_id))
         return True
 
@@ -300,9 +343,21 @@ class AgentStore:
         name = normalize_username(username)
         return await self._update_and_sign_out(name, {"disabled": disabled})
 
+    async def set_phone(self, username: str, phone: str | None) -> bool:
+        """The agent's SIP phone (None: none, their calls come to the desktop again); their
+        desktop uses it from its next connection (a reload). False if there is no such agent."""
+        name = normalize_username(username)
+        uri = check_phone(phone)
+        async with self._db.begin(f"setting the phone of agent {name}") as conn:
+            agent_id = await _agent_id(conn, name)
+            if agent_id is None:
+                return False
+            await _put_phone(conn, agent_id, uri)
+        return True
+
     async def _update_and_sign_out(self, name: str, values: dict[str, Any]) -> bool:
         async with self._db.begin(f"updating agent {name}") as conn:
-            agent_id = await conn.scalar(select(agents.c.id).where(agents.c.username == name))
+            agent_id = await _agent_id(conn, name)
             if agent_id is None:
                 return False
             await conn.execute(update(agents).where(agents.c.id == agent_id).values(values))
@@ -315,7 +370,7 @@ class AgentStore:
         An unknown username is checked against a dummy hash, so timing does not tell which
         usernames exist. A hash made with weaker parameters than today's is replaced."""
         name = normalize_username(username)
-        query = select(*_AGENT_COLUMNS, agents.c.password_hash).where(agents.c.username == name)
+        query = _select_agents(agents.c.password_hash).where(agents.c.username == name)
         async with self._db.connect(f"signing in agent {name}") as conn:
             row = (await conn.execute(query)).first() if USERNAME.match(name) else None
         if row is None:
@@ -362,7 +417,7 @@ class AgentStore:
         now = time.time() if now is None else now
         key = token_hash(token)
         query = (
-            select(*_AGENT_COLUMNS, agent_sessions.c.expires_at, agent_sessions.c.last_seen)
+            _select_agents(agent_sessions.c.expires_at, agent_sessions.c.last_seen)
             .join(agent_sessions, agent_sessions.c.agent_id == agents.c.id)
             .where(agent_sessions.c.token_hash == key)
         )

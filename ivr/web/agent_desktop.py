@@ -22,12 +22,17 @@ Server -> agent:
   {"type": "transferred", "conversation_id", "to": "queue general" | "agent gus"}   handed on
   {"type": "audio_answer", "conversation_id", "sdp"}             bridged to the caller
   {"type": "audio", "conversation_id", "state": "ended", "reason"}   the softphone's leg ended
+  {"type": "phone", "conversation_id", "uri", "state": "ringing" | "transferred" | "failed",
+   "reason"?}                           a call on its way to the agent's SIP phone; "failed": it
+                                        waits in the queue again, and the agent is on break
   {"type": "error", "reason", "refused": type, "conversation_id"?}   a refused frame; nothing
                                                                changed
 A card (`ivr.routing.card`) never holds a secret: identity says how it was verified, not with what.
-A call's card has "medium": "voice": the desk answers with its softphone, a WebRTC leg of its
-own that the caller's media worker bridges to the call (frames handled in order, so candidates
-sent after an offer reach the leg that offer made).
+A call's card has "medium": "voice" and "audio": "softphone": the desk answers with its
+softphone, a WebRTC leg of its own that the caller's media worker bridges to the call (frames
+handled in order, so candidates sent after an offer reach the leg that offer made). An agent
+with a SIP phone (`ivr agents phone`) gets "audio": "phone" and "phone": {"uri", "state"}
+instead: the call is transferred to that phone, and the desk opens no microphone.
 """
 
 from __future__ import annotations
@@ -100,7 +105,9 @@ async def desk_socket(request: web.Request, agent: AgentRecord) -> web.StreamRes
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
     desk = DeskSocket(agent.id, ws)
-    queues.desk_opened(desk, agent_state(agent), agent.display_name, agent.username)
+    queues.desk_opened(
+        desk, agent_state(agent), agent.display_name, agent.username, phone=agent.phone
+    )
     request.app[_DESKS].add(ws)
     try:
         assigned = [

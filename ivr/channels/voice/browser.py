@@ -51,6 +51,7 @@ class BrowserCalls:
 
 class BrowserCallChannel(VoiceChannel):
     name = "webrtc"
+    can_refer = False  # no SIP dialog: an agent with a SIP phone takes it in the desktop
 
     def __init__(
         self,

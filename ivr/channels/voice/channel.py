@@ -30,6 +30,7 @@ LISTEN_SLACK = 90.0  # beyond prompts + no-input time: the worker's own cap is 6
 class VoiceChannel:
     name = "sip"
     medium = "voice"
+    can_refer = True  # to an agent's SIP phone (`ivr.routing.line.VoiceLine`)
 
     def __init__(
         self,
@@ -86,10 +87,20 @@ class VoiceChannel:
             # One of our queues: the caller stays on the line, which the queue service holds
             # from now on (music, announcements, then the agent's bridge).
             return True
+        try:
+            await self.transfer_to_phone(target.sip_uri, target.headers)
+        except (ValueError, TimeoutError):
+            return False  # logged: the flow takes its failure branch
+        return True
+
+    async def transfer_to_phone(self, uri: str, headers: dict[str, str]) -> None:
+        """REFER the caller to `uri` with the context in the Refer-To; returns on the far end's
+        2xx (the worker then hangs up our leg), else ValueError("486 Busy Here") or
+        TimeoutError (`ivr.routing.line.VoiceLine`; a flow's `transfer: {sip: ...}` too)."""
         self._check_open()
-        headers = dict(target.headers)
-        headers.setdefault("User-to-User", user_to_user(target.headers))
-        self.call.send("transfer", uri=target.sip_uri, headers=headers)
+        headers = dict(headers)
+        headers.setdefault("User-to-User", user_to_user(headers))
+        self.call.send("transfer", uri=uri, headers=headers)
         limit = self.queued_seconds + TRANSFER_TIMEOUT
         self.queued_seconds = 0.0
         try:
@@ -98,12 +109,11 @@ class VoiceChannel:
             )
         except TimeoutError:
             log.warning("call %s: no final NOTIFY for the transfer in %.0f s", self.call.key, limit)
-            return False
+            raise TimeoutError(f"no answer from {uri} within {limit:.0f} s") from None
         status = int(event.get("status", 0))
         if not 200 <= status < 300:
-            log.warning("call %s: transfer to %s failed: %s", self.call.key, target.sip_uri, status)
-            return False
-        return True
+            log.warning("call %s: transfer to %s failed: %s", self.call.key, uri, status)
+            raise ValueError(f"{status} {event.get('reason') or ''}".strip())
 
     # ---------------------------------------------------------------- waiting for an agent
     # (ivr.routing.line.CustomerLine: after a transfer to a queue)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from ivr.conversation import Status
+from ivr.conversation import Conversation, Status
 from ivr.flow import model as m
 from ivr.flow.channel import TransferTarget
 from ivr.flow.engine import FlowRun, Jump, QueueClosed, StepResult, Stop
@@ -29,14 +29,15 @@ def priority_of(action: m.TransferAction, run: FlowRun) -> int | None:
         return None
 
 
-def context_headers(run: FlowRun) -> dict[str, str]:
-    """What a PBX or ACD on the far end can pop: the conversation id and a short summary."""
-    headers = {"X-Conversation-Id": run.conv.id}
-    if run.conv.identity.verified:
-        headers["X-Customer-Id"] = str(run.conv.identity.customer_id)
-        headers["X-Verified-By"] = str(run.conv.identity.method)
-    if run.conv.last_intent:
-        headers["X-Intent"] = run.conv.last_intent
+def context_headers(conv: Conversation) -> dict[str, str]:
+    """What a PBX, an ACD or an agent's SIP phone on the far end can pop: the conversation id
+    and a short summary (also for the queues' transfer to an agent's phone, `ivr.routing`)."""
+    headers = {"X-Conversation-Id": conv.id}
+    if conv.identity.verified:
+        headers["X-Customer-Id"] = str(conv.identity.customer_id)
+        headers["X-Verified-By"] = str(conv.identity.method)
+    if conv.last_intent:
+        headers["X-Intent"] = conv.last_intent
     return headers
 
 
@@ -55,7 +56,7 @@ async def run(step: m.TransferStep, run: FlowRun) -> StepResult:
         skills=tuple(action.skills),
         priority=priority_of(action, run),
         sip_uri=action.sip,
-        headers=context_headers(run),
+        headers=context_headers(run.conv),
     )
     where = f"queue {target.queue}" if target.queue else f"{target.sip_uri}"
     run.conv.handoff = {

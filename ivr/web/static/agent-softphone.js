@@ -31,6 +31,7 @@
       this.pc = null;
       this.stream = null;
       this.answered = false;
+      this.answerCame = false; // the server's answer arrived: its leg is this softphone's
       this.pendingCandidates = [];
       this.timer = null;
     }
@@ -84,6 +85,7 @@
     async answer(sdp) {
       const pc = this.pc;
       if (!pc || this.answered) return;
+      this.answerCame = true;
       try {
         await pc.setRemoteDescription({ type: "answer", sdp });
       } catch (error) {

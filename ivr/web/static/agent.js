@@ -15,10 +15,12 @@
  * button.transfer opening form.transfer-form (select.transfer-to, textarea.transfer-note,
  * button.submit-transfer);
  * its tab is .conversation-tab[data-conversation]. A call's conversation has .softphone
- * (data-state: starting, connecting, connected, ended, failed) with button.mute and
- * button.reconnect-audio; the softphone itself is agent-softphone.js. window.agentDesk has the
- * read-only state (presence), socket, connected, conversations (ids), selected, select(id), and
- * softphone(id) (the call's Softphone or null).
+ * (data-state: starting, connecting, connected, ended, failed; elsewhere: in another tab) with
+ * button.mute and button.reconnect-audio ("Take the audio here" when elsewhere); the softphone
+ * itself is agent-softphone.js. window.agentDesk has the read-only state (presence), socket,
+ * connected, conversations (ids), selected, select(id), and softphone(id) (the call's Softphone
+ * or null). A call that goes to the agent's SIP phone (card.audio "phone") opens no microphone:
+ * its .softphone has data-state ringing or transferred ("On your phone").
  */
 (() => {
   "use strict";
@@ -327,6 +329,7 @@
       case "transferred": onTransferred(frame); break;
       case "audio_answer": onAudioAnswer(frame); break;
       case "audio": onAudio(frame); break;
+      case "phone": onPhone(frame); break;
       case "error": onError(frame); break;
       default: break; // a newer server's frame: ignore it rather than break
     }
@@ -441,10 +444,30 @@
   function onAudio(frame) {
     const conv = desk.conversations.get(str(frame.conversation_id));
     if (!conv || !conv.phone || frame.state !== "ended") return;
+    // Said before this softphone's answer came: it is about the leg this one replaces (the
+    // server answers an offer before it can say that offer's leg ended).
+    if (!conv.phone.answerCame) return;
     conv.phone.stop(str(frame.reason));
     if (!conv.ended && !conv.customerLeft) {
       announce(`${customerName(conv.card)}: the call's audio was lost. Reconnect it to go on.`, true);
     }
+  }
+
+  /** A call on its way to the agent's SIP phone: ringing, transferred, or failed (it waits in
+   * the queue again: it leaves this desk). */
+  function onPhone(frame) {
+    const id = str(frame.conversation_id);
+    const conv = desk.conversations.get(id);
+    if (!conv) return;
+    if (frame.state === "failed") {
+      const name = dropConversation(id);
+      notice(`Your phone did not take the call from ${name} (${str(frame.reason) || "no answer"}): ` +
+        "the caller waits in the queue again.");
+      return;
+    }
+    conv.card.phone = { uri: str(frame.uri), state: str(frame.state) };
+    renderConversation(conv);
+    if (frame.state === "transferred") announce(`${customerName(conv.card)}: the call is on your phone.`);
   }
 
   function onCustomerLeft(frame) {
@@ -761,7 +784,8 @@
     // A call just taken in this tab, or held across a reload: the softphone starts. Taken in
     // another tab of this agent's, or with its audio there already (card.audio_connected): this
     // tab offers "Take the audio here" instead.
-    if (card.medium === "voice" && !conv.ended && !conv.customerLeft && !conv.phone) {
+    if (card.medium === "voice" && card.audio !== "phone" && !conv.ended && !conv.customerLeft &&
+        !conv.phone) {
       const take = audio === "take" || (audio === "auto" && !card.audio_connected);
       if (take) startPhone(conv);
       else conv.phoneElsewhere = true;
@@ -979,7 +1003,7 @@
     view.reply.disabled = over || !desk.connected;
     view.send.disabled = over || !desk.connected;
     view.end.hidden = conv.ended;
-    view.transfer.hidden = over;
+    view.transfer.hidden = over || onSipPhone(conv); // the phone has the call: transfer it there
     if (over) view.transferForm.hidden = true;
     view.submitTransfer.disabled = conv.transferring || !desk.connected;
     view.submitTransfer.textContent = conv.transferring ? "Transferring…" : "Transfer";
@@ -1050,6 +1074,22 @@
     failed: "Call audio failed",
   };
 
+  // The agent's tabs in this browser tell each other when one takes a call's audio: the server
+  // has replaced the other tab's leg at once, but its connection would notice only ~20 s later.
+  // The later of two tabs taking it at once keeps it, as the server keeps the later offer.
+  const audioTabs = window.BroadcastChannel ? new BroadcastChannel("ivr-agent-audio") : null;
+  if (audioTabs) audioTabs.onmessage = (event) => onAudioTaken(event.data);
+
+  function onAudioTaken(data) {
+    const conv = isObject(data) ? desk.conversations.get(str(data.conversation_id)) : null;
+    if (!conv || !conv.phone || conv.phoneSince > Number(data.at)) return;
+    const phone = conv.phone;
+    conv.phone = null;
+    conv.phoneElsewhere = true;
+    phone.stop("taken in another tab");
+    renderConversation(conv);
+  }
+
   function startPhone(conv) {
     conv.phoneElsewhere = false;
     if (!window.IvrSoftphone) {
@@ -1065,17 +1105,34 @@
       onState: () => { if (conv.phone === phone) renderPhone(conv); },
     });
     conv.phone = phone;
+    conv.phoneSince = Date.now();
     renderPhone(conv);
     phone.start();
+    if (audioTabs) audioTabs.postMessage({ conversation_id: conv.id, at: conv.phoneSince });
   }
 
   function stopPhone(conv, reason) {
     if (conv.phone) conv.phone.stop(reason);
   }
 
+  const SIP_PHONE_STATES = { ringing: "Ringing your phone", transferred: "On your phone" };
+
+  function onSipPhone(conv) {
+    return conv.card.audio === "phone";
+  }
+
   function renderPhone(conv) {
     const { view, phone } = conv;
     const over = conv.ended || conv.customerLeft;
+    if (onSipPhone(conv)) {
+      const sip = isObject(conv.card.phone) ? conv.card.phone : {};
+      view.phone.hidden = over;
+      view.phone.dataset.state = str(sip.state);
+      view.phoneState.textContent = `${SIP_PHONE_STATES[sip.state] || "Your phone"} (${str(sip.uri)})`;
+      view.mute.hidden = true;
+      view.reconnect.hidden = true;
+      return;
+    }
     view.phone.hidden = !phone && !(conv.phoneElsewhere && !over);
     if (!phone) {
       view.phone.dataset.state = "elsewhere";
@@ -1093,7 +1150,8 @@
     view.mute.hidden = phone.state !== "connected";
     view.mute.textContent = phone.muted ? "Unmute" : "Mute";
     view.mute.setAttribute("aria-pressed", String(phone.muted));
-    view.reconnect.hidden = over || !(phone.state === "ended" || phone.state === "failed");
+    // Connected too: a new leg is the remedy for audio gone bad (or a headset plugged in).
+    view.reconnect.hidden = over || phone.state === "starting" || phone.state === "connecting";
   }
 
   // ---- what the agent does -----------------------------------------------------------------------
