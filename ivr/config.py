@@ -141,6 +141,9 @@ class SipSettings:
     password: str = ""
     realm: str = "*"
     register_interval: int = 300  # seconds between re-registrations
+    # Customer callbacks: the URI an outbound call to a number dials, {number} standing for
+    # it (sip:{number}@trunk.example.com). Empty: no outbound calls.
+    callback_uri: str = ""
 
     def worker_ports(self) -> list[int]:
         """SIP ports of the media workers behind Kamailio (when media_workers > 1)."""
@@ -469,6 +472,12 @@ def _check_sip(sip: SipSettings, where: Callable[[str, str], str]) -> None:
         raise ConfigError(f"{where('sip', 'registrar')}: expected a sip: URI")
     if not 0 <= sip.rtp_timeout <= 86400:
         raise ConfigError(f"{where('sip', 'rtp_timeout')}: expected 0 (never) to 86400 seconds")
+    uri = sip.callback_uri
+    if uri and not (uri.lower().startswith(("sip:", "sips:")) and "{number}" in uri):
+        raise ConfigError(
+            f"{where('sip', 'callback_uri')}: expected a sip: or sips: URI with {{number}} where "
+            f"the number goes, like sip:{{number}}@trunk.example.com; got {uri!r}"
+        )
 
 
 def check_workers_behind_kamailio(

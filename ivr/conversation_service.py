@@ -74,6 +74,15 @@ class ConversationService:
 
         Takeovers of one conversation are serialised, so it never has two live runs."""
         lock = self._locks.setdefault(conversation_id, asyncio.Lock())
+        try:
+            return await self._take_over(conversation_id, channel, lock)
+        finally:
+            if conversation_id not in self._live and not lock.locked():
+                self._locks.pop(conversation_id, None)  # refused: no run will remove it
+
+    async def _take_over(
+        self, conversation_id: str, channel: Channel, lock: asyncio.Lock
+    ) -> LiveRun:
         async with lock:
             live = self._live.get(conversation_id)
             if live is not None:

@@ -124,8 +124,8 @@ async def test_a_link_continues_the_phone_conversation_in_chat_without_asking_ag
     assert (await chat.expect("conversation"))["id"] == conv_id
     history = (await chat.expect("history"))["turns"]
     assert 0 < len(history) <= 6 and {t["channel"] for t in history} == {"sip", "sms"}
-    assert history[-2]["text"] == chat.prompt("sms_sent")
-    assert history[-1]["text"].endswith("continue in your browser: [link]")  # no token
+    assert history[-2]["text"].endswith("continue in your browser: [link]")  # no token
+    assert history[-1]["text"] == chat.prompt("sms_sent")  # said once the text was on its way
     await chat.expect_bot(f"^{CARD_FOLLOW_UP}$")
     await chat.expect_prompt("main_menu", expects_answer=True)
     assert chat.prompt("ask_account") not in bot_texts(chat.frames)
@@ -318,8 +318,8 @@ async def test_the_link_opens_the_chat_with_where_the_customer_left_off(
 
     await expect(browser_page.locator("body")).to_have_attribute("data-conversation", conv_id)
     earlier = browser_page.locator(".msg.earlier")
-    await expect(earlier.nth(-2)).to_contain_text(prompt_text(server.prompts, "sms_sent"))
-    await expect(earlier.last).to_contain_text("continue in your browser: [link]")
+    await expect(earlier.nth(-2)).to_contain_text("continue in your browser: [link]")
+    await expect(earlier.last).to_contain_text(prompt_text(server.prompts, "sms_sent"))
     await expect(earlier.first).to_contain_text("by phone")
     bot_now = browser_page.locator(".msg.bot:not(.earlier)")
     await expect(bot_now).to_have_text([CARD_FOLLOW_UP, prompt_text(server.prompts, "main_menu")])

@@ -182,6 +182,7 @@ async def test_a_thread_survives_a_restart_and_the_question_is_not_asked_again(
         ({"from": "not a number!", "text": "hi"}, "from"),
         ({"from": CUSTOMER, "text": 5}, "text"),
         ({"from": CUSTOMER, "text": "   "}, "text"),
+        ({"from": 15551234567, "text": "hi"}, "from"),
     ],
 )
 async def test_a_malformed_text_is_refused_with_the_field_named(
@@ -273,5 +274,49 @@ async def test_a_customer_by_text_is_queued_to_an_agent_with_the_same_card(
         await phone.send("one more thing")  # the thread was closed: a new conversation
         again = await phone.next_text()
         assert again["conversation_id"] != conv_id
+    finally:
+        await desk.close()
+
+
+async def test_a_text_after_a_restart_reaches_the_queue_not_the_flow_again(
+    serve_app: Any, tmp_path: Any
+) -> None:
+    from tests.agent_fixtures import add_agent, open_desk
+
+    store = f"sqlite:///{tmp_path}/queued.db"
+    first = await serve_app(store)
+    phone = Phone(first)
+    for text in ("hello", ALICE["account"], ALICE["pin"]):
+        await phone.send(text)
+        await phone.next_text()
+    await phone.send("0")  # an agent, please: nobody is signed in
+    conv_id = (await phone.next_text())["conversation_id"]  # the hold and their place
+    await first.stop()
+
+    second = await serve_app(store)
+    phone.served = second
+    await phone.send("Are you still there?")
+
+    async def on_the_timeline() -> bool:
+        conv = await second.conversation(conv_id)
+        return "Are you still there?" in [t["text"] for t in conv["timeline"]]
+
+    await wait_until(on_the_timeline)
+    conv = await second.conversation(conv_id)
+    assert conv["status"] == "queued"
+    assert [t["text"] for t in conv["timeline"]].count(
+        "Please hold while I connect you to an agent."
+    ) == 1  # the flow did not run its transfer again
+    await add_agent(second, "dana", name="Dana Scully")
+    desk = await open_desk(second, "dana")
+    try:
+        await desk.expect("offer", conversation_id=conv_id)
+        await desk.send({"type": "accept", "conversation_id": conv_id})
+        await desk.expect("assigned")
+        told = [(await phone.next_text())["text"] for _ in range(2)]
+        assert told == [  # back on their line: their place, then the agent
+            "You are next in line. Your expected wait is about 3 minutes.",
+            "Dana Scully is here to help you.",
+        ]
     finally:
         await desk.close()

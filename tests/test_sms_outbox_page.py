@@ -6,7 +6,6 @@ from __future__ import annotations
 from playwright.async_api import expect
 
 from ivr.store.sms import OutgoingText
-from ivr.web.outbox_page import shown
 from tests.agent_fixtures import add_agent
 from tests.browser import LaunchChromium
 from tests.serve_fixtures import ALICE, Served
@@ -23,8 +22,8 @@ def text(state: str) -> OutgoingText:
 
 
 def test_a_delivered_link_is_shown_without_its_token_a_held_one_whole() -> None:
-    assert shown(text("delivered"))["text"] == "Continue here: http://ivr.example/c/…"
-    assert shown(text("held"))["text"].endswith("/c/abc.DEF-123_x")
+    assert text("delivered").shown()["text"] == "Continue here: http://ivr.example/c/…"
+    assert text("held").shown()["text"].endswith("/c/abc.DEF-123_x")
 
 
 async def test_the_outbox_needs_a_signed_in_agent(server: Served) -> None:

@@ -151,6 +151,31 @@ class SipLeg(VoiceLeg):
     rtp_seen: int = 0
     rtp_heard_at: float = 0.0
     jitter_ms: int | None = None  # the server's jitter buffer delay at the last look
+    # A call we placed (`dial`): the far end answers it, and the control plane hears
+    # `progress` while it rings and `answered` once it is up with audio (`announced`).
+    dialled: bool = False
+    progress: int = 0  # the last provisional status reported (180, 183)
+    announced: bool = False
+
+    def dial(self, uri: str, headers: dict[str, str], from_uri: str = "") -> None:
+        """Send the INVITE, with `headers` in it and `from_uri` as its From (else the
+        account's identity). How it goes comes back through `IvrCall`'s callbacks."""
+        assert self.call is not None
+        prm = pj.CallOpParam(True)
+        for name, value in headers.items():
+            header = pj.SipHeader()
+            header.hName = name
+            header.hValue = value
+            prm.txOption.headers.append(header)
+        if from_uri:
+            prm.txOption.localUri = from_uri
+        self.dialled = True
+        self.call.makeCall(uri, prm)
+
+    @property
+    def up(self) -> bool:
+        """A dialled call the far end answered, with our port on its audio."""
+        return self.answered and self.port is not None and not (self.ended or self.hanging_up)
 
     def answer(self, now: float) -> None:
         assert self.call is not None
@@ -208,14 +233,15 @@ class SipLeg(VoiceLeg):
         self.call.xfer(target, pj.CallOpParam(True))
 
     def hangup(self, code: int = 480, reason: str = "", because: str = "") -> None:
-        """BYE for an answered call; `code` as the final response to one not answered yet.
+        """BYE for an answered call, CANCEL for a dialled one still ringing, and `code` as
+        the final response to an incoming one not answered yet.
         `because`: why, for the conversation's record (the `ended` event's reason)."""
         if self.ended or self.hanging_up or self.call is None:
             return
         self.hanging_up = True
         self.end_reason = because
         prm = pj.CallOpParam(True)
-        if not self.answered:
+        if not self.answered and not self.dialled:  # a dialled one is CANCELled: no code
             prm.statusCode = code
             if reason:
                 prm.reason = reason

@@ -197,6 +197,11 @@ class VoiceLeg:
             self.swallow = ("", 0.0)
             return
         listener = self.listener
+        if (listener is None or listener.done) and self.music is not None:
+            # Waiting for an agent (hold music): keys are a choice offered in the queue
+            # (a callback, going on by text), for the control plane.
+            self.worker.emit({"event": "dtmf", "call": self.key, "digit": key})
+            return
         if listener is None or listener.done:
             # Type-ahead: a caller who knows the menu keys before the question is asked. Kept
             # unless a notice that may not be interrupted is playing, or the keys are the

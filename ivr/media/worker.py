@@ -8,6 +8,10 @@ It connects to the control plane's socket, says hello, and then reports calls (`
 business state: when the control plane goes away it hangs up and exits, and the supervisor
 starts a fresh one.
 
+`dial` places a call (a customer's callback): `progress` while it rings, `answered` once the
+far end took it and its audio is up, else `ended` with the far end's status (503 at once when
+the worker's SIP calls are all taken). From `answered` on it is a call like an incoming one.
+
 An `offer` with `bridge: <call>` is an agent's browser leg for a caller on this worker: the two
 legs are bridged at once (`ivr.media.bridge`), and the agent's leg ends with the caller's.
 
@@ -56,6 +60,11 @@ log = logging.getLogger("ivr.media")
 # SIP's compact header forms (RFC 3261 §7.3.3) for the headers we read.
 _COMPACT = {"f": "From", "t": "To", "i": "Call-ID", "m": "Contact"}
 STALE_INVITE_SECONDS = 1.5
+# A `dial` command's from_user (a caller id: a number or a name): nothing that could end the
+# From URI's user part or start its parameters.
+_DIALLABLE_USER = re.compile(r"[A-Za-z0-9+*._~-]{1,64}")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!%*_+`'~.-]+")  # RFC 3261 token
+PJ_ETOOMANY = 70010  # pj_status_t of "too many objects" (pjsua2 does not export it)
 # Silence played before a hang-up or transfer: the last frames of a prompt are still on their
 # way (jitter buffers), and some synthesised prompts end without any silence of their own.
 TAIL = [SILENCE] * 10  # Kamailio gave up on us by now and tried another worker
@@ -133,6 +142,7 @@ class MediaWorker:
         self._has_calls = asyncio.Event()  # wakes the ticker when a call arrives
         self.prompts = PromptFiles()
         self.link: Link | None = None
+        self.identity = ""  # our account's URI: the From of the calls we place
         self.loop: asyncio.AbstractEventLoop
         self.stopping = asyncio.Event()
         self._asr_clients: dict[str, asyncio.Task[Any]] = {}  # call -> its ASR connection
@@ -163,7 +173,9 @@ class MediaWorker:
         webrtc.use_host_addresses(self.options.webrtc_addresses)
         self.endpoint = start_endpoint(self.options.endpoint)
         self.account = IvrAccount(self)
-        self.account.create(self._account_config(), True)
+        account_config = self._account_config()
+        self.identity = account_config.idUri
+        self.account.create(account_config, True)
         self.link = await Link.connect(self.control)
         self.emit(
             {
@@ -250,6 +262,9 @@ class MediaWorker:
             bridge = message.get("bridge")
             self._offer(str(message.get("call")), message.get("sdp"), bridge and str(bridge))
             return
+        if op == "dial":
+            self._dial(str(message.get("call")), message)
+            return
         leg = self.legs.get(str(message.get("call")))
         if leg is None or leg.ended:
             self.emit({"event": "error", "call": message.get("call"), "message": "no such call"})
@@ -325,6 +340,61 @@ class MediaWorker:
             leg.serves = caller.key
             self._bridge(caller, leg)
         self.spawn(self._answer_offer(leg, sdp))
+
+    def _dial(self, key: str, message: dict[str, Any]) -> None:
+        """Place a SIP call: made on the loop thread (registered with pjlib, like every thread
+        that calls pjsua2) and kept in `legs` before makeCall, whose callbacks may already
+        fire inside it. Released like an incoming call's (`finish`), on this thread too."""
+        uri = str(message.get("uri") or "")
+        raw = message.get("headers") or {}
+        headers = {str(n): str(v) for n, v in raw.items()} if isinstance(raw, dict) else None
+        from_user = str(message.get("from_user") or "")
+        refusal = self._dial_refusal(key, uri, headers, from_user)
+        if refusal is not None or headers is None:
+            code, reason = refusal or (400, f"headers {raw!r}: not a mapping")
+            self.emit({"event": "ended", "call": key, "code": code, "reason": reason})
+            return
+        call = IvrCall(self.account, pj.PJSUA_INVALID_ID, self, key)
+        leg = SipLeg(key, self, call=call, ear=Ear(self.new_vad()), started_at=self.loop.time())
+        leg.wake = functools.partial(self._post_wake, key)
+        self.legs[key] = leg
+        self._has_calls.set()
+        try:
+            leg.dial(uri, headers, self._from_uri(from_user))
+        except pj.Error as exc:
+            # The slot may have gone to an incoming call meanwhile: 503, as when we counted
+            # it taken; anything else is pjsip refusing the request itself.
+            log.warning("call %s: cannot dial %s: %s", key, uri, exc.reason)
+            self.finish(leg, 503 if exc.status == PJ_ETOOMANY else 500, exc.reason)
+            return
+        log.info("call %s: dialling %s", key, uri)
+
+    def _dial_refusal(
+        self, key: str, uri: str, headers: dict[str, str] | None, from_user: str
+    ) -> tuple[int, str] | None:
+        """Why a `dial` cannot be placed (status, reason), or None."""
+        if key in self.legs or key in self.pending:
+            return 400, f"call {key} exists already"
+        if self.endpoint.utilVerifySipUri(uri) != 0:
+            return 400, f"cannot dial {uri!r}: not a SIP URI"
+        # A line break in a header would start another header (or the body) of the INVITE.
+        for name, value in (headers or {}).items():
+            if not _HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
+                return 400, f"cannot send the header {name!r}: {value!r}"
+        if from_user and not _DIALLABLE_USER.fullmatch(from_user):
+            return 400, f"from_user {from_user!r}: not a SIP user"
+        # pjsua's own limit (4 in the PyPI build) counts incoming calls not yet seen too.
+        sip_calls = len(self.pending) + sum(isinstance(leg, SipLeg) for leg in self.legs.values())
+        if sip_calls >= self.options.endpoint.max_calls:
+            return 503, f"this media worker carries its {sip_calls} calls already"
+        return None
+
+    def _from_uri(self, user: str) -> str:
+        """Our identity with `user` in place of its user part ("": the account's own)."""
+        if not user:
+            return ""
+        scheme, _, rest = self.identity.partition(":")
+        return f"{scheme}:{user}@{rest.rpartition('@')[2]}"
 
     def _bridge(self, caller: VoiceLeg, agent: VoiceLeg) -> None:
         """From now on the two legs hear each other, and the bot hears neither."""
@@ -426,10 +496,25 @@ class MediaWorker:
         leg = self.legs.get(key)
         if leg is None:
             return
+        dialled = leg if isinstance(leg, SipLeg) and leg.dialled else None
         if state == pj.PJSIP_INV_STATE_CONFIRMED:
             leg.answered = True
+            if dialled is not None:
+                dialled.started_at = self.loop.time()  # max_call_seconds counts from here
+                self._announce(dialled)
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.finish(leg, code, reason)
+        # pjsua reports each provisional response; the control plane hears each status once.
+        elif dialled is not None and code in (180, 183) and code != dialled.progress:
+            dialled.progress = code
+            self.emit({"event": "progress", "call": key, "status": code})
+
+    def _announce(self, leg: VoiceLeg) -> None:
+        """A dialled call is `answered` once both the 200 OK and its audio are in (pjsua
+        reports them in either order)."""
+        if isinstance(leg, SipLeg) and leg.dialled and leg.up and not leg.announced:
+            leg.announced = True
+            self.emit({"event": "answered", "call": leg.key})
 
     def finish(self, leg: VoiceLeg, code: int, reason: str) -> None:
         """The leg is over: tell the control plane why, and drop it."""
@@ -454,6 +539,7 @@ class MediaWorker:
                 leg.connect_audio(self.loop.time())
             except pj.Error as exc:
                 log.error("call %s: cannot connect audio: %s", key, exc.info())
+            self._announce(leg)
 
     def on_digit(self, key: str, digit: str, method: int) -> None:
         via = "info" if method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"

@@ -9,8 +9,10 @@ drives it, and knows nothing else of the channel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from ivr.conversation import Conversation
 from ivr.flow.channel import CustomerInput
 
 
@@ -81,4 +83,25 @@ class VoiceLine(CustomerLine, Protocol):
         with the far end's answer ("486 Busy Here") when it refused, TimeoutError when no
         final answer came (the caller is still with us either way), ChannelClosed when the
         caller hung up meanwhile."""
+        ...
+
+
+class OtherWays(Protocol):
+    """Other ways to wait for an agent that a queue may offer a waiting customer (its
+    `overflow: {offer: [callback, sms]}`): implemented by the channels (`ivr.channels.other_ways`),
+    which the queue service knows only through this."""
+
+    def available(self, conv: Conversation, line: CustomerLine, offer: Sequence[str]) -> list[str]:
+        """Of `offer`, what this customer can be given now (a callback needs a number to call
+        and outbound calls configured; a text needs a number and SMS)."""
+        ...
+
+    async def switch(self, conv: Conversation, way: str) -> tuple[CustomerLine, str]:
+        """The customer's new line for `way` ("callback": a call placed when an agent takes
+        the conversation; "sms": their SMS thread), and what to tell them on the old line
+        before it ends. ValueError when it cannot be done."""
+        ...
+
+    def callback_line(self, conv: Conversation) -> CustomerLine | None:
+        """The line of a conversation waiting for a callback (after a restart), if any."""
         ...

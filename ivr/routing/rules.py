@@ -36,11 +36,12 @@ class QueueNotices:
 
 @dataclass(frozen=True)
 class Overflowing:
-    """Where a conversation goes after `max_wait`: another queue, or a message and the end.
-    Neither (an `offer` of callback or SMS, which the SMS work brings): it keeps waiting."""
+    """Where a conversation goes after `max_wait`: another queue, or a message and the end, or
+    an `offer` to the customer of other ways ("callback", "sms") while they keep their place."""
 
     queue: str | None = None
     message: str | None = None
+    offer: tuple[str, ...] = ()
 
 
 class QueueRules(Protocol):
@@ -86,7 +87,9 @@ class QueueBook:
         q = self._get(queue)
         if q is None or q.overflow is None:
             return None
-        return Overflowing(queue=q.overflow.queue, message=q.overflow.message)
+        return Overflowing(
+            queue=q.overflow.queue, message=q.overflow.message, offer=tuple(q.overflow.offer or ())
+        )
 
     def wrap_up_seconds(self, queue: str) -> float:
         q = self._get(queue)

@@ -41,6 +41,7 @@ from ivr.routing.agents import Agents
 from ivr.routing.audio import CallAudio
 from ivr.routing.desks import Desk, Desks
 from ivr.routing.handling import Handling
+from ivr.routing.line import CustomerLine, OtherWays
 from ivr.routing.offers import Offers
 from ivr.routing.phone import AgentPhones
 from ivr.routing.rules import QueueRules
@@ -108,6 +109,19 @@ class QueueService:
     async def restore(self) -> int:
         """Conversations stored as waiting wait again after a restart; returns how many."""
         return await self._waiting_room.restore()
+
+    def reattach(self, conversation_id: str, line: CustomerLine) -> bool:
+        """A customer back on a line (a text after a restart) for a conversation that waits
+        without one: it keeps its place in line."""
+        return self._waiting_room.reattach(conversation_id, line)
+
+    def attach_other_ways(self, other_ways: OtherWays | None) -> None:
+        """Callbacks and texts a queue may offer (`overflow: {offer: ...}`), given by the
+        channels once they run; None when they stop."""
+        if other_ways is None:
+            self._waiting_room.shared.other_ways = None
+        else:
+            self._waiting_room.attach(other_ways)
 
     def stop_taking_leavers(self) -> None:
         """The server is shutting down: the sockets it closes are not customers leaving."""

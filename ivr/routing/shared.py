@@ -21,7 +21,7 @@ from ivr.routing.acd import Medium, Presence, Router, WaitingEntry
 from ivr.routing.card import context_card
 from ivr.routing.desks import Desks
 from ivr.routing.estimate import HandlingTimes
-from ivr.routing.line import AgentLeg, CustomerLine
+from ivr.routing.line import AgentLeg, CustomerLine, OtherWays
 from ivr.routing.rules import QueueRules
 from ivr.store.database import StoreError
 
@@ -106,6 +106,7 @@ class Waiting:
     line: CustomerLine | None
     step_skills: frozenset[str] = frozenset()  # the transfer step's own (an overflow keeps them)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # notices, listener, max wait
+    choices: dict[str, str] = field(default_factory=dict)  # key -> other way offered (callback)
 
     @property
     def channel_name(self) -> str:
@@ -138,6 +139,7 @@ class Shared:
         self.desks = desks
         self.clock = clock
         self.waiting: dict[str, Waiting] = {}  # conversation id -> waiting here
+        self.other_ways: OtherWays | None = None  # callbacks, texts: given by the channels
         self.assigned: dict[str, Assignment] = {}  # conversation id -> with an agent
         self._tasks: set[asyncio.Task[Any]] = set()
 

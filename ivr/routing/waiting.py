@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 from ivr.conversation import Conversation, Role, Status
@@ -20,12 +21,19 @@ from ivr.flow.engine import QueueClosed
 from ivr.routing.acd import Medium, WaitingEntry
 from ivr.routing.audio import hold_music
 from ivr.routing.estimate import estimated_wait
-from ivr.routing.line import CustomerLine, VoiceLine
+from ivr.routing.line import CustomerLine, OtherWays, VoiceLine
 from ivr.routing.offers import Offers
 from ivr.routing.rules import QueueNotices
 from ivr.routing.shared import Shared, Waiting
 
 log = logging.getLogger("ivr.routing")
+
+# How each other way is offered ("press 1 ...") and named on the timeline.
+OFFERS = {
+    "callback": "and we will call you back as soon as an agent is free",
+    "sms": "to go on by text message, keeping your place in line",
+}
+WAYS = {"callback": "to be called back", "sms": "to go on by text"}
 
 
 class WaitingRoom:
@@ -99,7 +107,8 @@ class WaitingRoom:
             if conv is None or conv.status is Status.ENDED:
                 await shared.record(shared.store.drop_entry, entry.conversation_id)
                 continue
-            if entry.medium == "voice":
+            by_callback = (conv.handoff or {}).get("waiting_by") == "callback"
+            if entry.medium == "voice" and not by_callback:
                 # A call on an agent's SIP phone goes on there: only its wrap-up is lost.
                 on_phone = stored.state == "on_phone"
                 conv.add_turn(
@@ -128,6 +137,32 @@ class WaitingRoom:
         if restored:
             asyncio.get_running_loop().call_soon(self.offers.route)
         return restored
+
+    def reattach(self, conversation_id: str, line: CustomerLine) -> bool:
+        """A conversation waiting without a line (restored after a restart) has its customer
+        back on `line`: it keeps its place. False when it is not waiting so."""
+        waiting = self.shared.waiting.get(conversation_id)
+        entry = self.shared.router.entry(conversation_id)
+        if waiting is None or entry is None or waiting.line is not None:
+            return False
+        self._replace_line(entry, waiting, line)
+        return True
+
+    def _replace_line(self, entry: WaitingEntry, waiting: Waiting, line: CustomerLine) -> None:
+        fresh = Waiting(waiting.conv, line, waiting.step_skills)
+        self.shared.waiting[entry.conversation_id] = fresh
+        waiting.stop()
+        self._start(entry, fresh, overflow=False)
+
+    def attach(self, other_ways: OtherWays) -> None:
+        """The channels' other ways are there (they start after this service): conversations
+        restored while waiting for a callback get their line again."""
+        self.shared.other_ways = other_ways
+        for conversation_id, waiting in list(self.shared.waiting.items()):
+            entry = self.shared.router.entry(conversation_id)
+            line = other_ways.callback_line(waiting.conv) if waiting.line is None else None
+            if line is not None and entry is not None:
+                self._replace_line(entry, waiting, line)
 
     def stop_taking_leavers(self) -> None:
         """The server is shutting down: the sockets it closes are not customers leaving, and
@@ -183,7 +218,7 @@ class WaitingRoom:
                 **moved,
             )
 
-    def _start(self, entry: WaitingEntry, waiting: Waiting) -> None:
+    def _start(self, entry: WaitingEntry, waiting: Waiting, *, overflow: bool = True) -> None:
         """The waiting conversation's timers: announcements, what the customer says, and the
         queue's maximum wait (counted from when they joined this queue)."""
         shared = self.shared
@@ -192,7 +227,7 @@ class WaitingRoom:
             waiting.tasks.append(shared.spawn(self._announce(entry, line)))
             waiting.tasks.append(shared.spawn(self._collect(entry, waiting)))
         limit = shared.rules.max_wait(entry.queue)
-        if limit is not None and shared.rules.overflow(entry.queue) is not None:
+        if overflow and limit is not None and shared.rules.overflow(entry.queue) is not None:
             delay = max(0.0, entry.enqueued_at + limit - shared.clock())
             waiting.tasks.append(shared.spawn(self._overflow_after(entry, delay)))
 
@@ -209,6 +244,9 @@ class WaitingRoom:
         if waiting is None or entry is None:
             return
         overflow = shared.rules.overflow(entry.queue)
+        if overflow is not None and overflow.offer:
+            await self._offer_other_ways(waiting, entry, overflow.offer)
+            return
         if overflow is None or not (overflow.queue or overflow.message):
             log.info("conversation %s waited past max_wait: it waits on", conversation_id)
             return
@@ -294,12 +332,77 @@ class WaitingRoom:
         line = waiting.line
         assert line is not None
         try:
-            while entry.conversation_id in self.shared.waiting:
+            while self.shared.waiting.get(entry.conversation_id) is waiting:
                 said = await line.from_customer()
                 waiting.conv.add_turn(line.name, Role.CUSTOMER, said.as_text, kind=said.kind)
                 await self.shared.persist(waiting.conv)
+                way = waiting.choices.get((said.digits or said.as_text).strip())
+                if way is not None and await self._switch(entry, waiting, way):
+                    return
         except ChannelClosed:
-            await self.abandon(entry.conversation_id, "the customer left while waiting")
+            if self.shared.waiting.get(entry.conversation_id) is waiting:
+                await self.abandon(entry.conversation_id, "the customer left while waiting")
+
+    async def _offer_other_ways(
+        self, waiting: Waiting, entry: WaitingEntry, offer: tuple[str, ...]
+    ) -> None:
+        """Waited `max_wait` in a queue whose overflow offers other ways: the customer hears
+        (or reads) them, with a key each, and keeps their place while they choose."""
+        shared = self.shared
+        line = waiting.line
+        ways = shared.other_ways.available(waiting.conv, line, offer) if shared.other_ways else []
+        if line is None or not ways:
+            log.info("conversation %s: none of %s can be offered: it waits on",
+                     entry.conversation_id, list(offer))  # fmt: skip
+            return
+        waiting.choices = {str(key): way for key, way in enumerate(ways, start=1)}
+        text = "You can keep waiting, or " + ", or ".join(
+            f"press {key} {OFFERS[way]}" for key, way in waiting.choices.items()
+        ) + "."  # fmt: skip
+        waiting.conv.add_turn(line.name, Role.BOT, text, kind="notice")
+        await shared.persist(waiting.conv)
+        await shared.record(
+            shared.store.log, entry.queue, entry.conversation_id, "offered", ways=ways
+        )
+        with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
+            await line.notify(text)
+
+    async def _switch(self, entry: WaitingEntry, waiting: Waiting, way: str) -> bool:
+        """The customer took another way (a callback, going on by text): they keep their place
+        in line on their new line, and the old one ends. False when it cannot be done (they
+        were told, and wait on as they were)."""
+        shared = self.shared
+        conv, old = waiting.conv, waiting.line
+        assert shared.other_ways is not None and old is not None
+        try:
+            line, farewell = await shared.other_ways.switch(conv, way)
+        except ValueError as exc:
+            log.warning("conversation %s: no %s: %s", conv.id, way, exc)
+            with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
+                await old.notify("Sorry, that is not possible right now. Please keep waiting.")
+            return False
+        fresh = Waiting(conv, line, waiting.step_skills)
+        shared.waiting[conv.id] = fresh  # before the old line ends: that is not abandoning
+        waiting.stop()
+        medium: Medium = "voice" if getattr(line, "medium", "text") == "voice" else "text"
+        if medium != entry.medium:  # by text now: an agent's chat capacity takes it
+            if entry.offered_to is not None:
+                await self.offers.gone(entry.offered_to, conv.id, "moved")
+            shared.router.remove(conv.id)
+            entry = dataclasses.replace(entry, medium=medium, offered_to=None)
+            shared.router.enqueue(entry)
+            await shared.record(shared.store.save_entry, entry, "waiting", None)
+        conv.add_turn(old.name, Role.BOT, farewell, kind="notice")
+        conv.add_turn(old.name, Role.SYSTEM, f"the customer chose {WAYS[way]}; same place in line")
+        conv.handoff = {**(conv.handoff or {}), "waiting_by": way}
+        await shared.persist(conv)
+        await shared.record(shared.store.log, entry.queue, conv.id, way)
+        with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
+            await old.notify(farewell)
+            await old.end(f"the customer chose {WAYS[way]}")
+        self._start(entry, fresh, overflow=False)  # the offer was the overflow: not again
+        self.offers.route()
+        return True
 
     def _notice(
         self, conversation_id: str, queue: str, position: int, notices: QueueNotices

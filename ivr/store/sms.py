@@ -8,6 +8,7 @@ delivery is recognised and not taken twice (`receive` answers False).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ivr.store.database import Database
 from ivr.store.schema import sms_inbox, sms_opt_outs, sms_outbox, sms_threads
+
+_LINK_TOKEN = re.compile(r"(/c/)[A-Za-z0-9._~-]+")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,15 @@ class OutgoingText:
     last_error: str | None
     created_at: float
     updated_at: float
+
+    def shown(self) -> dict[str, Any]:
+        """`public_view`, but a continue link's token is left out of a text a gateway carried
+        (it opens the customer's conversation: it is theirs alone). A held text (the outbox
+        gateway) keeps it whole: whoever reads the outbox is the customer's stand-in."""
+        view = self.public_view()
+        if self.state != "held":
+            view["text"] = _LINK_TOKEN.sub(r"\1…", self.text)
+        return view
 
     def public_view(self) -> dict[str, Any]:
         return {
@@ -225,8 +237,15 @@ class SmsStore:
             .values(number=number, at=time.time())
             .on_conflict_do_nothing()
         )
+        # Texts still queued for the number (waiting for a retry) are not sent after its STOP.
+        suppress = (
+            update(sms_outbox)
+            .where(sms_outbox.c.to_number == number, sms_outbox.c.state == "queued")
+            .values(state="suppressed", updated_at=time.time())
+        )
         async with self._db.begin(f"opting {number} out") as conn:
             await conn.execute(query)
+            await conn.execute(suppress)
 
     async def opt_in(self, number: str) -> None:
         async with self._db.begin(f"opting {number} in") as conn:

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from ivr.channels.links import ContinueLinks
+from ivr.channels.other_ways import ChannelWays
 from ivr.channels.sms.handoff import SmsHandoff
 from ivr.channels.sms.runtime import sms_service
 from ivr.config import Settings
@@ -172,15 +173,26 @@ async def _sms(app: web.Application) -> AsyncIterator[None]:
 
 async def _voice_calls(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    queues = app[QUEUES]
     if not settings.sip.enabled:  # no media workers: neither phone nor browser calls
-        yield
+        queues.attach_other_ways(ChannelWays(None, app[SMS].threads))
+        try:
+            yield
+        finally:
+            queues.attach_other_ways(None)
         return
     from ivr.channels.voice.runtime import voice_calls  # pjsua2 only where calls are taken
 
     async with voice_calls(settings, app[SUPERVISOR], app[CONVERSATIONS]) as voice:
         app[PHONE] = voice.phone
         app[BROWSER_CALLS] = voice.browser
-        yield
+        # What a queue may offer a waiting caller: a callback (with [sip] callback_uri), a text.
+        dialler = voice.phone if settings.sip.callback_uri else None
+        queues.attach_other_ways(ChannelWays(dialler, app[SMS].threads))
+        try:
+            yield
+        finally:
+            queues.attach_other_ways(None)
 
 
 async def _keep_queues_on_shutdown(app: web.Application) -> None:

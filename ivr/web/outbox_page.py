@@ -13,21 +13,17 @@ are refused by the same-origin middleware that guards all of /agent.
 
 from __future__ import annotations
 
-import re
 import uuid
 from importlib import resources
-from typing import Any
 
 from aiohttp import web
 
 from ivr.store import AgentRecord
-from ivr.store.sms import OutgoingText
 from ivr.web.agent_auth import require_agent
 from ivr.web.errors import json_error
 from ivr.web.keys import SMS
 from ivr.web.sms import BadText, check_number
 
-_LINK_TOKEN = re.compile(r"(/c/)[A-Za-z0-9._~-]+")
 MAX_REPLY_CHARS = 1000
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -35,13 +31,6 @@ _PAGE_HEADERS = {
     "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
 }
-
-
-def shown(text: OutgoingText) -> dict[str, Any]:
-    view = text.public_view()
-    if text.state != "held":
-        view["text"] = _LINK_TOKEN.sub(r"\1…", text.text)
-    return view
 
 
 def _static(name: str) -> str:
@@ -69,7 +58,7 @@ async def outbox_texts(request: web.Request, agent: AgentRecord) -> web.StreamRe
     texts = await sms.store.texts(request.query.get("conversation"))
     return web.json_response(
         {"gateway": sms.gateway.name, "number": sms.settings.sms.number,
-         "texts": [shown(t) for t in texts]},
+         "texts": [t.shown() for t in texts]},
         headers={"Cache-Control": "no-store"},
     )  # fmt: skip
 

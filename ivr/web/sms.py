@@ -43,10 +43,12 @@ class BadText(ValueError):
         self.field = field
 
 
-def check_number(value: str | None, field: str) -> str:
+def check_number(value: object, field: str) -> str:
     """A phone number (or an alphanumeric sender id) as a gateway or a form gives it."""
-    if not value:
+    if value is None or value == "":
         raise BadText(field, "missing")
+    if not isinstance(value, str):
+        raise BadText(field, "must be a string (a number starting with +, or digits)")
     value = value.strip()
     if not _NUMBER.match(value):
         raise BadText(field, f"not a phone number or sender id: {value[:40]!r}")
@@ -70,6 +72,8 @@ def _from_gateway(request: web.Request, sms: Sms) -> bool:
     if token:
         given = request.query.get("token", "")
         return hmac.compare_digest(given.encode(), token.encode())
+    if any(h in request.headers for h in ("Forwarded", "X-Forwarded-For", "X-Real-IP")):
+        return False  # through a proxy on this machine: loopback says nothing of the sender
     remote = request.remote or ""
     try:
         return ipaddress.ip_address(remote).is_loopback
@@ -125,6 +129,8 @@ async def _webhook_form(request: web.Request, sms: Sms) -> dict[str, str] | web.
             return form
         if not sms.settings.sms.inbound_token:  # a wrong signature is refused, from here too
             return _refused(request)
+    elif sms.settings.sms.webhook_password and not sms.settings.sms.inbound_token:
+        return _refused(request)  # the provider signs its requests: an unsigned one is not its
     if not _from_gateway(request, sms):
         return _refused(request)
     return form
@@ -183,7 +189,7 @@ async def api_receive(request: web.Request) -> web.Response:
 async def api_outbox(request: web.Request) -> web.Response:
     sms = request.app[SMS]
     texts = await sms.store.texts(request.query.get("conversation"))
-    return web.json_response({"texts": [t.public_view() for t in texts]})
+    return web.json_response({"texts": [t.shown() for t in texts]})
 
 
 def add_routes(app: web.Application) -> None:

@@ -138,9 +138,11 @@ class SmsChannel:
         try:
             reply = await asyncio.wait_for(self._inbox.get(), timeout)
         except TimeoutError:
+            self.finished = True  # a later reply resumes the conversation on a fresh thread
             await self._flush()
             raise ChannelClosed("no reply by SMS in time; a later reply continues") from None
         if reply is _CLOSED:
+            self.finished = True
             raise ChannelClosed("the SMS thread was closed")
         assert isinstance(reply, str)
         return reply

@@ -28,8 +28,11 @@ class SmsHandoff:
             raise ValueError("no phone number to send the link to")
         conv.contact.setdefault("phone", to)
         template = BY_SMS if action.channel == "sms" else BY_CHAT
-        await self.threads.outbox.send(to, template.format(link=self.links.make(conv.id)), conv.id)
-        await self.threads.store.bind(to, conv.id)
+        link = self.links.make(conv.id)
+        sent = await self.threads.outbox.send(to, template.format(link=link), conv.id)
+        if sent.state == "suppressed":
+            raise ValueError(f"{to} opted out of texts")
+        await self.threads.bind(to, conv.id)
         # On the timeline as the customer got it, but the link: whoever reads the transcript
         # (an agent, the chat's history) must not be able to open the conversation with it.
         conv.add_turn("sms", Role.BOT, template.format(link="[link]"), kind="escalation")

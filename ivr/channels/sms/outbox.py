@@ -148,16 +148,30 @@ class Outbox:
             async with slots:
                 return None if self._closing else await self._attempt(text, now)
 
-        retries = await asyncio.gather(*(attempt(text) for text in heads.values()))
-        if any(retry is None for retry in retries):
+        # Each attempt runs to its end (one that fails on the store does not orphan the others,
+        # which would send their texts again after STORE_RETRY).
+        results = await asyncio.gather(
+            *(attempt(t) for t in heads.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("SMS outbox: %s", result)
+        if any(result is None for result in results):
             return 0.0  # a number's next text may be queued behind the one just sent
-        return min([next_due, *(r for r in retries if r is not None)]) - self.clock()
+        retries = [r for r in results if isinstance(r, float)]
+        return min([next_due, *retries]) - self.clock()
 
     async def _attempt(self, text: OutgoingText, now: float) -> float | None:
         """One try; the time of the next one when it is to be tried again."""
         attempts = text.attempts + 1
         try:
-            await self.gateway.send(text)
+            try:
+                await self.gateway.send(text)
+            except SendFailed:
+                raise
+            except Exception as exc:  # a fault of ours or the gateway's client: try again later
+                log.exception("text %s: sending failed unexpectedly", text.id)
+                raise SendFailed(f"{type(exc).__name__}: {exc}", transient=True) from exc
         except SendFailed as exc:
             if exc.transient and attempts < self.settings.max_attempts:
                 delay = min(

@@ -20,18 +20,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from ivr.channels.sms.channel import SmsChannel
 from ivr.channels.sms.outbox import Outbox
 from ivr.config import SmsSettings
-from ivr.conversation import Status
-from ivr.conversation_service import ConversationService, LiveRun
+from ivr.conversation import Conversation, Role, Status
+from ivr.conversation_service import ConversationService, LiveRun, UnknownFlow
+from ivr.flow.problems import FlowError
 from ivr.store.database import StoreError
 from ivr.store.sms import IncomingText, SmsStore
 
 log = logging.getLogger("ivr.sms")
+
+
+class QueueLines(Protocol):
+    """What the SMS threads need of the queue service (`ivr.routing.service.QueueService`)."""
+
+    def holds(self, conversation_id: str) -> bool: ...
+
+    def reattach(self, conversation_id: str, line: SmsChannel) -> bool:
+        """Give a conversation waiting without a line (since a restart) this one."""
+        ...
+
 
 OPTED_OUT = "You will get no more messages from us. Reply START to get them again."
 OPTED_IN = "You will get our messages again. Reply STOP to stop them."
@@ -44,7 +56,7 @@ class SmsConversations:
         store: SmsStore,
         outbox: Outbox,
         conversations: ConversationService,
-        holds: Any = None,  # ivr.flow.engine.Queues: is a conversation with a queue now?
+        holds: QueueLines | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -56,12 +68,16 @@ class SmsConversations:
         self._pending: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.handled_count = 0  # texts handled since start (bench)
+        self._closing = False
 
     # ------------------------------------------------------------------ texts in
 
     async def receive(self, key: str, from_number: str, to_number: str, text: str) -> bool:
         """Store a received text and have it handled; False for a repeat of one received."""
         text = text[: self.settings.max_text_chars]
+        if not text.strip():  # a picture message without words: nothing to answer
+            log.info("text %s from %s is empty: ignored", key, from_number)
+            return False
         if not await self.store.receive(key, from_number, to_number, text):
             log.info("text %s from %s received before: dropped", key, from_number)
             return False
@@ -84,6 +100,10 @@ class SmsConversations:
                 self.handled_count += 1
         except StoreError as exc:  # stays `new` in the inbox: handled at the next start
             log.error("text %s from %s not handled: %s", incoming.key, number, exc)
+        except (UnknownFlow, FlowError) as exc:  # [sms] flow is not there: nobody can answer
+            log.error("text from %s: no flow to start: %s", number, exc)
+            with contextlib.suppress(StoreError):
+                await self.store.handled(incoming.key, None)
         finally:
             self._pending[number] -= 1
             if not self._pending[number]:
@@ -112,7 +132,9 @@ class SmsConversations:
         if thread is not None and thread.finished:  # ended by the flow or by an agent
             del self._threads[number]
             thread = None
-        if thread is not None and thread.conv is not None and thread.deliver(text):
+        if thread is not None and thread.conv is not None:
+            if not thread.deliver(text):
+                log.warning("text from %s dropped: %d replies already wait", number, 64)
             return thread.conv.id
         stored_id = await self.store.thread(number)
         if stored_id is not None:
@@ -128,17 +150,54 @@ class SmsConversations:
         if conv is None or conv.status is Status.ENDED:
             await self.store.unbind(number, conversation_id)
             return None
-        if conv.status is Status.ESCALATED:  # the first text since the escalation's link
-            channel = self._channel(number, opening=text)
-        else:  # the reply to the question the customer has on their phone
+        if conv.status in (Status.QUEUED, Status.WITH_AGENT):
+            # Waiting for (or with) a person since before a restart: the text goes to the
+            # queue's line, never to the flow (which would queue them again, last in line).
+            channel = self._channel(number)
+            channel.conv = conv
+            if self.holds is None or not self.holds.reattach(conversation_id, channel):
+                return None
+            self._threads[number] = channel
+            channel.deliver(text)
+            return conversation_id
+        last_bot = next((t for t in reversed(conv.timeline) if t.role is Role.BOT), None)
+        if last_bot is not None and last_bot.channel == "sms" and conv.status is Status.ACTIVE:
+            # The reply to the question the customer has on their phone: not sent again.
             channel = self._channel(number, replying=True)
             channel.deliver(text)
+        else:  # the first text since an escalation, or since another channel had it
+            channel = self._channel(number, opening=text)
         try:
             live = await self.conversations.resume(conversation_id, channel)
         except (KeyError, ValueError):
             await self.store.unbind(number, conversation_id)
             return None
         return await self._opened(number, channel, live)
+
+    async def bind(self, number: str, conversation_id: str) -> None:
+        """The number's next text is for `conversation_id` (an escalation's link was sent): a
+        live thread of another conversation on that number is closed."""
+        thread = self._threads.get(number)
+        if thread is not None and (thread.conv is None or thread.conv.id != conversation_id):
+            del self._threads[number]
+            thread.close()
+        await self.store.bind(number, conversation_id)
+
+    # ------------------------------------------------------------------ a queue's line
+
+    async def waiting_line(self, number: str, conv: Conversation, intro: str) -> SmsChannel:
+        """The number's thread as the line of `conv`, waiting in a queue (a caller who chose to
+        go on by text): `intro` is sent, and their replies go to the agent's desk."""
+        channel = self._channel(number)
+        channel.conv = conv
+        previous = self._threads.get(number)
+        if previous is not None:
+            previous.close()
+        self._threads[number] = channel
+        await self.store.bind(number, conv.id)
+        await self.outbox.send(number, intro, conv.id)
+        conv.add_turn(channel.name, Role.BOT, intro, kind="notice")
+        return channel
 
     # ------------------------------------------------------------------ threads
 
@@ -175,7 +234,10 @@ class SmsConversations:
     def thread_of(self, number: str) -> SmsChannel | None:
         return self._threads.get(number)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._closing:  # shutting down: runs cancelled now need no thread bookkeeping
+            coro.close()
+            return
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -186,6 +248,7 @@ class SmsConversations:
             log.error("SMS handling failed", exc_info=task.exception())
 
     async def close(self) -> None:
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

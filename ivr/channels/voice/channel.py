@@ -146,10 +146,11 @@ class VoiceChannel:
         """An agent speaks on the call itself, not through the bot."""
 
     async def from_customer(self) -> CustomerInput:
-        """Nothing the caller says goes to the agent through here; returns only by raising
-        ChannelClosed when they hang up (which is how a queue notices abandonment)."""
-        await self._wait(lambda e: False, WAIT_FOR_AGENT_LIMIT)
-        raise AssertionError("unreachable: _wait accepts no event")
+        """A key the caller presses while waiting with music (a choice the queue offered);
+        what they say goes to the agent on the bridge, not through here. ChannelClosed when
+        they hang up (which is how a queue notices abandonment)."""
+        event = await self._wait(lambda e: e.get("event") == "dtmf", WAIT_FOR_AGENT_LIMIT)
+        return CustomerInput(kind="dtmf", digits=str(event.get("digit", "")))
 
     async def end(self, reason: str) -> None:
         if self.call.ended is not None:

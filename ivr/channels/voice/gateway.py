@@ -2,7 +2,8 @@
 
 Media workers connect to one Unix socket of the control plane and say hello with their name.
 From then on the gateway hands `incoming` calls to the phone service and routes every other
-event to the call it is about (`CallHandle`). A worker whose connection drops (it crashed or was
+event to the call it is about (`CallHandle`); `dial` places a call from a worker with a free SIP
+slot. A worker whose connection drops (it crashed or was
 killed) loses its calls: each gets a final `ended` event with the reason "media worker lost", so
 its conversation is stored as ended by the usual path, and nothing else is disturbed.
 """
@@ -30,6 +31,16 @@ class NoMediaWorker(RuntimeError):
     """No media worker can take the call now (none started, or all full)."""
 
 
+class DialFailed(RuntimeError):
+    """A call we placed was not answered: the far end's final status (486 busy, 603
+    declined...), or 408 when nobody answered in time."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}".strip())
+        self.status = status
+        self.reason = reason
+
+
 @dataclass
 class WorkerLink:
     name: str
@@ -37,6 +48,11 @@ class WorkerLink:
     max_calls: int = 4
     max_browser_calls: int = 0
     calls: dict[str, CallHandle] = field(default_factory=dict)
+
+    @property
+    def sip_calls(self) -> int:
+        """Phone calls, incoming and placed: pjsua's slots (`max_calls`)."""
+        return sum(not h.browser for h in self.calls.values())
 
     @property
     def browser_calls(self) -> int:
@@ -125,6 +141,7 @@ class MediaGateway:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._browser_numbers = itertools.count(1)
+        self._dial_numbers = itertools.count(1)
 
     async def __aenter__(self) -> MediaGateway:
         with contextlib.suppress(FileNotFoundError):
@@ -170,6 +187,58 @@ class MediaGateway:
         worker = min(workers, key=lambda w: (w.browser_calls, len(w.calls)))
         key = f"{worker.name}-b{next(self._browser_numbers)}"
         return await browser_leg(worker, key, offer_sdp)
+
+    async def dial(
+        self,
+        uri: str,
+        headers: dict[str, str],
+        *,
+        from_user: str | None = None,
+        timeout: float = 45.0,
+    ) -> CallHandle:
+        """Call `uri` (the INVITE carries `headers`) from the media worker with the most free
+        SIP slots; returns the call's handle once it is answered and its audio is up.
+
+        Raises NoMediaWorker when every worker's slots are taken, DialFailed with the far
+        end's status when it refused (or the worker could not place it), and
+        DialFailed(408, "no answer") after `timeout` seconds, the call then cancelled."""
+        workers = [w for w in self.workers.values() if w.sip_calls < w.max_calls]
+        if not workers:
+            raise NoMediaWorker("no media worker has a free line for an outgoing call now")
+        worker = min(workers, key=lambda w: (w.sip_calls, len(w.calls)))
+        key = f"{worker.name}-o{next(self._dial_numbers)}"  # not a worker's own numbering
+        details = {"dialled": True, "request_uri": uri, "headers": dict(headers)}
+        handle = CallHandle(key, worker, details)
+        worker.calls[key] = handle
+        message: dict[str, Any] = {"op": "dial", "call": key, "uri": uri, "headers": headers}
+        if from_user:
+            message["from_user"] = from_user
+        worker.send(message)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await handle.events.get()
+                    if event.get("event") == "answered":
+                        return handle
+                    if event.get("event") == "ended":
+                        code = int(event.get("code") or 0)
+                        # A 2xx here: answered and hung up before its audio was up.
+                        raise DialFailed(code if code >= 300 else 500,
+                                         str(event.get("reason") or "the call ended"))  # fmt: skip
+        except TimeoutError:
+            self._abandon(handle)
+            raise DialFailed(408, "no answer") from None
+        except BaseException:
+            self._abandon(handle)
+            raise
+
+    @staticmethod
+    def _abandon(handle: CallHandle) -> None:
+        """Hang up (CANCEL while it rings) and forget a call whose dial failed: its slot
+        counts as free again, and its late events go nowhere. (A worker whose pjsua still
+        holds the slot, waiting for the far end, refuses the next dial with 503.)"""
+        handle.send("hangup", now=True)
+        handle.worker.calls.pop(handle.key, None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = Link(reader, writer)

@@ -3,6 +3,8 @@
 The dialled number (the Request-URI's user, then the To header's) picks the flow that lists it
 in its `numbers:`, else `[sip] default_flow`. The caller's number becomes the conversation's
 contact phone, so a later SMS escalation knows where to write.
+
+`dial` calls a customer back through `[sip] callback_uri`, for the control plane to speak on.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+from urllib.parse import quote
 
 from ivr.channels.voice.channel import VoiceChannel
-from ivr.channels.voice.gateway import CallHandle
+from ivr.channels.voice.gateway import CallHandle, MediaGateway, NoMediaWorker
 from ivr.channels.voice.prompts import PromptAudio
 from ivr.config import SipSettings
 from ivr.conversation import Role, Status
@@ -24,7 +28,10 @@ log = logging.getLogger("ivr.voice")
 
 # An escalation that keeps the call open (`keep_call`) holds it at most this long.
 KEEP_CALL_SECONDS = 600.0
-CONTINUED_ELSEWHERE = "You can go on in the chat now. Goodbye."
+CONTINUED_ELSEWHERE = "You can go on in writing now. Goodbye."
+# A number to call back: digits and what phone numbers and SIP users carry, nothing that could
+# end the URI's user part (@ ; > and spaces would reach the trunk as another address).
+CALLABLE = re.compile(r"[+]?[0-9A-Za-z*#._-]{1,64}")
 
 
 class PhoneService:
@@ -42,6 +49,7 @@ class PhoneService:
         self.end_silence = end_silence
         self.complete_silence = complete_silence
         self.active: set[CallHandle] = set()
+        self.gateway: MediaGateway | None = None  # set once the media gateway is up (runtime)
 
     def flow_for(self, *numbers: str) -> str | None:
         flows = self.conversations.flows.current
@@ -96,6 +104,29 @@ class PhoneService:
                 # or the conversation moved to another channel. Never leave a caller in
                 # silence: hang up after what is queued.
                 call.send("hangup")
+
+    async def dial(self, number: str, headers: dict[str, str]) -> VoiceChannel:
+        """Call `number` back (the INVITE carries `headers`, e.g. X-Conversation-Id): the
+        channel on the answered call, to say things on and bridge an agent to.
+
+        ValueError when `[sip] callback_uri` is not set or `number` cannot be dialled;
+        NoMediaWorker when no line is free; DialFailed when the far end refused (486, 603...)
+        or did not answer (408)."""
+        template = self.sip.callback_uri
+        if not template:
+            raise ValueError(
+                "[sip] callback_uri is not set: outbound calls need the URI to dial, "
+                "like sip:{number}@trunk.example.com"
+            )
+        if not CALLABLE.fullmatch(number):
+            raise ValueError(f"cannot call {number!r} back: not a phone number or SIP user")
+        if self.gateway is None:
+            raise NoMediaWorker("phone calls are not up")
+        # replace, not format: a literal brace elsewhere in the template stays as written.
+        uri = template.replace("{number}", quote(number, safe="+*._-"))
+        call = await self.gateway.dial(uri, headers)
+        log.info("call %s: called %s back", call.key, number)
+        return VoiceChannel(call, self.prompts, self.end_silence, self.complete_silence)
 
     async def _until_taken(self, call: CallHandle, channel: VoiceChannel, live: LiveRun) -> None:
         """`escalate: {keep_call: true}`: the caller stays on the line, with music, until the

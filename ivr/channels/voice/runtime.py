@@ -304,6 +304,7 @@ async def voice_calls(
             sip, conversations, prompts, speech.end_silence, speech.complete_silence
         )
         async with MediaGateway(f"{run_dir}/media.sock", phone.on_incoming) as gateway:
+            phone.gateway = gateway  # for the calls it places (`PhoneService.dial`)
             names = [f"media-{index + 1}" for index in range(sip.media_workers)]
             media: list[Child] = []
             for index, name in enumerate(names):

@@ -1,8 +1,9 @@
 """`escalate`: move the conversation to SMS or web chat, to continue at a named step.
 
 The conversation keeps its identity and slots and records where it will resume; the handoff
-(SMS gateway, signed link) sends the customer on their way. Without a handoff configured the
-step does not pretend: it goes to the flow's error branch (`on_error`).
+(SMS gateway, signed link) sends the customer on their way, and only then is the step's `say`
+said ("I've sent you a text"). Without a handoff, a number, or a text that can be sent (the
+number opted out), the step does not pretend: it goes to the flow's error branch (`on_error`).
 """
 
 from __future__ import annotations
@@ -32,17 +33,23 @@ async def run(step: m.EscalateStep, run: FlowRun) -> StepResult:
         return await run.give_up(
             run.error_step(step), f"cannot continue by {action.channel}: {why}"
         )
-    if action.say:
-        await run.say(action.say)
-    run.conv.position.step = resume
+    run.conv.position.step = resume  # where the link (or a reply) will find it
     run.conv.handoff = {
         "kind": "escalation",
         "channel": action.channel,
         "resume": resume,
         "keep_call": action.keep_call,
     }
+    try:
+        await handoff.escalate(run.conv, action, to)
+    except ValueError as exc:  # e.g. the number opted out of texts: nothing was sent
+        run.conv.handoff = None
+        return await run.give_up(
+            run.error_step(step), f"cannot continue by {action.channel}: {exc}"
+        )
     run.system(f"continuing by {action.channel}; resumes at {resume!r}")
-    await handoff.escalate(run.conv, action, to)
+    if action.say:  # only now: the text is on its way
+        await run.say(action.say)
     return Stop(
         Status.ESCALATED, f"continues by {action.channel}", close_channel=not action.keep_call
     )
