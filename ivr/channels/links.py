@@ -10,6 +10,10 @@ does not hold, as expired (410) after `ttl_seconds`, and as used (410) once it w
 `check` answers the same without using the link up (SMS apps fetch links for previews).
 
 The web side (`ivr.web.continue_page`) turns refusals into pages; this module knows no HTTP.
+
+`ResumeHandles` share the links' secret under a salt of their own: a web chat's handle to come
+back to its conversation after a reload or a dropped socket (`ivr.web.visitor`). Not single use
+(a page may reload several times), bound to one conversation, valid `ttl_seconds` after issue.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from itsdangerous import BadSignature, TimestampSigner
 from ivr.store.links import LinkStore
 
 SALT = "ivr.continue-link"
+RESUME_SALT = "ivr.chat-resume"  # the same secret signs no link that passes as a handle
 MAX_TOKEN_CHARS = 512  # ours are about 100; longer ones are not read at all
 Refusal = Literal["forged", "expired", "used"]
 
@@ -49,8 +54,8 @@ class LinkRefused(Exception):
 class _ClockedSigner(TimestampSigner):
     """A TimestampSigner whose clock is ours (tests move it)."""
 
-    def __init__(self, secret: bytes, clock: Callable[[], float]) -> None:
-        super().__init__(secret, salt=SALT, digest_method=hashlib.sha256)
+    def __init__(self, secret: bytes, clock: Callable[[], float], salt: str = SALT) -> None:
+        super().__init__(secret, salt=salt, digest_method=hashlib.sha256)
         self._clock = clock
 
     def get_timestamp(self) -> int:
@@ -68,7 +73,9 @@ class ContinueLinks:
     ) -> None:
         if not secret:
             raise ValueError("continue links need a secret")
+        self._secret = secret
         self._signer = _ClockedSigner(secret, clock)
+        self._handles: dict[float, ResumeHandles] = {}
         self._base_url = base_url.rstrip("/")
         self._ttl = ttl_seconds
         self._store = store
@@ -109,4 +116,59 @@ class ContinueLinks:
         conversation_id, nonce, expires_at = self._open(token)
         if not await self._store.use(nonce, conversation_id, expires_at, now=self._clock()):
             raise LinkRefused("used")
+        return conversation_id
+
+    def resume_handles(self, ttl_seconds: float) -> ResumeHandles:
+        """Web chats' resume handles, signed with this secret (and clock) under their own salt."""
+        handles = self._handles.get(ttl_seconds)
+        if handles is None:
+            handles = self._handles[ttl_seconds] = ResumeHandles(
+                self._secret, ttl_seconds, self._clock
+            )
+        return handles
+
+
+HandleRefusal = Literal["forged", "expired"]
+
+
+class HandleRefused(Exception):
+    """A resume handle that does not open its conversation; str() says why, naming nothing."""
+
+    def __init__(self, kind: HandleRefusal) -> None:
+        super().__init__(
+            "This chat could not be resumed." if kind == "forged"
+            else "This chat was left too long ago to be resumed."
+        )  # fmt: skip
+        self.kind = kind
+
+
+class ResumeHandles:
+    """`<conversation id>.<timestamp>.<signature>`: the conversation it names, signed, valid
+    `ttl_seconds` after it was made. Whether that conversation may go on is the caller's check."""
+
+    def __init__(
+        self, secret: bytes, ttl_seconds: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        if not secret:
+            raise ValueError("resume handles need a secret")
+        self._signer = _ClockedSigner(secret, clock, RESUME_SALT)
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    def make(self, conversation_id: str) -> str:
+        return self._signer.sign(conversation_id).decode("ascii")
+
+    def open(self, token: str) -> str:
+        """The conversation id of a genuine, unexpired handle; HandleRefused otherwise."""
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise HandleRefused("forged")
+        try:
+            value, signed_at = self._signer.unsign(token, return_timestamp=True)
+        except BadSignature:
+            raise HandleRefused("forged") from None
+        conversation_id = value.decode("ascii")
+        if not conversation_id:
+            raise HandleRefused("forged")
+        if self._clock() > signed_at.timestamp() + self._ttl:
+            raise HandleRefused("expired")
         return conversation_id

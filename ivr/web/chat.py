@@ -4,6 +4,9 @@ Protocol (JSON text frames). Customer -> server:
   {"type": "start", "flow": "bank"}       flow optional: [flows] chat_flow
   {"type": "continue", "token": "..."}    instead of start: a continue link's conversation
                                           (`/c/<token>`) goes on here; uses the link up
+  {"type": "resume", "token": "..."}      instead of start, first on a new socket: the handle of
+                                          the last `conversation` frame; the conversation goes
+                                          on here where it stood (a queue's place kept)
   {"type": "message", "text": "..."}      what the customer typed
   {"type": "dtmf", "digits": "1234#"}     keypad presses (the widget's keypad, outside a call)
   {"type": "call", "sdp": "<offer>"}      a browser call: the conversation moves to it (or
@@ -13,9 +16,13 @@ Protocol (JSON text frames). Customer -> server:
   {"type": "hangup"}                      ends the call; the conversation goes on in the chat
 Server -> customer:
   {"type": "hello", "call": bool, "ice_servers": [...]}   first: can this server take calls
-  {"type": "conversation", "id": "..."}   once started
+  {"type": "conversation", "id": "...", "resume": "..."}
+                                          once started (or continued, resumed): `resume` is a
+                                          signed handle for this conversation only, valid
+                                          [chat] idle_timeout seconds; keep it per tab
   {"type": "history", "turns": [{"ts", "channel", "role", "text"}]}
-                                          after a continue: the last turns said, on any channel
+                                          after a continue or a resume: the last turns said, on
+                                          any channel
   {"type": "call_answer", "sdp": "..."}   the media worker's answer to the offer
   {"type": "call_state", "state": "speaking" | "listening" | "waiting" | "ended", "reason"?}
   {"type": "caption", "who": "bot" | "customer", "text": "...", "final": bool, "secure"?: bool}
@@ -24,7 +31,14 @@ Server -> customer:
   {"type": "call_error", "reason": "..."} the call was refused or failed; the chat goes on
   {"type": "bot", "text": "...", "expects_answer": bool, "secure": bool, "choices": [...]}
   {"type": "transfer", ...}, {"type": "end", "reason": "..."}
-  {"type": "error", "reason": "..."}      a refused message; the conversation is unharmed
+  {"type": "error", "reason": "...", "kind"?: "resume_refused"}
+                                          a refused message; the conversation is unharmed.
+                                          `resume_refused`: the handle is forged, expired or its
+                                          conversation over: forget it and start afresh
+
+A socket closed by the customer with code 1000 is the customer leaving; any other end (a reload
+or a closed tab: 1001, a lost network) leaves a chat that waits for (or talks to) an agent open
+for ivr.web.chat_continuity.GRACE_SECONDS, for a resume to keep its place.
 """
 
 from __future__ import annotations
@@ -40,9 +54,11 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivr.flow.channel import CustomerInput
+from ivr.web.chat_continuity import add_resumes
 from ivr.web.keys import METRICS, SETTINGS
+from ivr.web.refusals import BadMessage
 from ivr.web.signalling import MAX_SDP_BYTES
-from ivr.web.visitor import BadMessage, Visitor
+from ivr.web.visitor import Visitor
 
 log = logging.getLogger("ivr.chat")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -123,9 +139,14 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_json(message)
 
     visitor = Visitor(request.app, ws, send)
+    leaving = False  # the customer closed the socket themselves (1000), not a reload or a drop
     try:
         await send(visitor.hello())
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
+            if msg.type == WSMsgType.CLOSE:
+                leaving = msg.data == WSCloseCode.OK
+                break
             if msg.type == WSMsgType.BINARY:
                 metrics.chat_errors.labels("binary").inc()
                 await send({"type": "error", "reason": "binary frames are not accepted"})
@@ -139,6 +160,8 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
                     await visitor.start_chat(frame)
                 elif kind == "continue":
                     await visitor.continue_chat(frame)
+                elif kind == "resume":
+                    await visitor.resume_chat(frame)
                 elif kind == "call":
                     await visitor.place_call(frame)
                 elif kind == "candidate":
@@ -149,10 +172,13 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
                     visitor.deliver(customer_input(frame))
             except BadMessage as exc:
                 metrics.chat_errors.labels(exc.label).inc()
-                await send({"type": "error", "reason": str(exc)})
+                error = {"type": "error", "reason": str(exc)}
+                if exc.kind is not None:
+                    error["kind"] = exc.kind
+                await send(error)
     finally:
         request.app[_SOCKETS].discard(ws)
-        await visitor.close()
+        await visitor.close(leaving=leaving)
     return ws
 
 
@@ -164,6 +190,7 @@ async def _close_sockets(app: web.Application) -> None:
 
 def add_routes(app: web.Application) -> None:
     app[_SOCKETS] = set()
+    add_resumes(app)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/chat", chat_page)
     app.router.add_get("/chat/ws", chat_socket)

@@ -5,6 +5,10 @@ moves the running conversation to the call at the step it stands on (the chat's 
 cancelled; its state was stored); when the visitor hangs up, or the call drops, it comes back
 to the chat at the step the call left it on. A call placed before any chat starts a new
 conversation. Nothing is asked twice: each run continues at the stored step.
+
+A conversation can also go on here from elsewhere (a continue link, or a resume handle after a
+reload), and a chat a queue holds outlives its socket for a grace period: that is chat
+continuity (ivr.web.chat_continuity), which each Visitor owns one of (`continuity`).
 """
 
 from __future__ import annotations
@@ -13,36 +17,26 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 
 from ivr.channels.chat import ChatChannel
-from ivr.channels.links import LinkRefused
 from ivr.channels.voice.gateway import NoMediaWorker
-from ivr.conversation import Role, Status
+from ivr.conversation import Status
 from ivr.conversation_service import LiveRun, UnknownFlow
 from ivr.flow.channel import CustomerInput
 from ivr.flow.engine import Stop
 from ivr.flow.problems import FlowError
-from ivr.store import StoreError
-from ivr.web.continue_page import ENDED_REASON, UNAVAILABLE_REASON, history_of, refusal_for
-from ivr.web.keys import BROWSER_CALLS, CONVERSATIONS, LINKS, METRICS, SETTINGS
+from ivr.web.chat_continuity import ChatLink, Continuity, Send, held_by_queue
+from ivr.web.keys import BROWSER_CALLS, CONVERSATIONS, METRICS, SETTINGS
+from ivr.web.refusals import BadMessage
 from ivr.web.signalling import MAX_CANDIDATES, BadSignal, ice_candidate, offer_sdp
 
 log = logging.getLogger("ivr.chat")
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 RETURN_TIMEOUT = 10.0  # seconds for an ended call's conversation to be back in the chat
-
-
-class BadMessage(ValueError):
-    """A refused customer frame; the text is sent back as the error reason."""
-
-    def __init__(self, reason: str, label: str) -> None:
-        super().__init__(reason)
-        self.label = label  # metric label
 
 
 class Visitor:
@@ -50,8 +44,11 @@ class Visitor:
         self.app = app
         self.ws = ws
         self.send = send
-        self.chat = ChatChannel(send, app[SETTINGS].chat.idle_timeout)
+        # The chat and its link move to another socket when it resumes a queue-held chat.
+        self.link = ChatLink(send)
+        self.chat = ChatChannel(self.link.send, app[SETTINGS].chat.idle_timeout)
         self.live: LiveRun | None = None
+        self.continuity = Continuity(self)  # links, resumes, the registry, the grace period
         self.call: Any = None  # the CallHandle of the browser call in progress
         self._moving: LiveRun | None = None  # a run we cancelled to continue it elsewhere
         self._returning: asyncio.Task[Any] | None = None  # an ended call's run going back to chat
@@ -75,47 +72,29 @@ class Visitor:
 
     # ---------------------------------------------------------------- chat
 
-    async def start_chat(self, frame: dict[str, Any]) -> None:
-        if self.live is not None:
+    @property
+    def started(self) -> bool:
+        return self.live is not None or self.continuity.held is not None
+
+    def _not_started(self) -> None:
+        if self.started:
             raise BadMessage("this chat has already started", "malformed")
+
+    async def start_chat(self, frame: dict[str, Any]) -> None:
+        self._not_started()
         flow = self._flow(frame)
-        self._adopt(await self._start(self.chat, flow))
-        await self.send({"type": "conversation", "id": self.live.conv.id})  # type: ignore[union-attr]
+        self.adopt(await self._start(self.chat, flow))
+        await self.continuity.announce(self.live.conv.id)  # type: ignore[union-attr]
 
     async def continue_chat(self, frame: dict[str, Any]) -> None:
-        """A continue link opened (`/c/<token>`): its conversation goes on in this chat, at its
-        stored step, with what the customer said and proved. The link is used up here."""
-        if self.live is not None:
-            raise BadMessage("this chat has already started", "malformed")
-        token = frame.get("token")
-        if not isinstance(token, str):
-            raise BadMessage('"token" must be a string', "malformed")
-        links, conversations = self.app.get(LINKS), self.app[CONVERSATIONS]
-        if links is None:
-            raise BadMessage(UNAVAILABLE_REASON, "link")
-        try:
-            conv_id = await links.check(token)
-            refused = refusal_for(await conversations.get(conv_id))
-            if refused is not None:
-                raise BadMessage(refused, "link")
-            await links.redeem(token)
-            conv = await conversations.get(conv_id)
-        except LinkRefused as exc:
-            raise BadMessage(str(exc), "link") from None
-        except StoreError as exc:
-            log.error("a continue link could not be redeemed: %s", exc)
-            raise BadMessage(UNAVAILABLE_REASON, "link") from None
-        if conv is None:
-            raise BadMessage(ENDED_REASON, "link")
-        await self.send({"type": "conversation", "id": conv_id})
-        await self.send({"type": "history", "turns": history_of(conv)})
-        try:
-            live = await conversations.resume(conv_id, self.chat)
-        except (KeyError, ValueError):  # it ended (or went) since it was checked
-            raise BadMessage(ENDED_REASON, "link") from None
-        # Before the run's first step (it has not run yet): stored with its first save.
-        live.conv.add_turn(self.chat.name, Role.SYSTEM, "the customer opened a continue link")
-        self._adopt(live)
+        """A continue link opened (`/c/<token>`): see Continuity.continue_chat."""
+        self._not_started()
+        await self.continuity.continue_chat(frame)
+
+    async def resume_chat(self, frame: dict[str, Any]) -> None:
+        """A page back with the handle of its conversation: see Continuity.resume_chat."""
+        self._not_started()
+        await self.continuity.resume_chat(frame)
 
     def deliver(self, answer: CustomerInput) -> None:
         if self.call is not None:
@@ -124,6 +103,14 @@ class Visitor:
                 "in_call",
             )
         live = self.live
+        if (
+            live is None and self.continuity.held is not None
+        ):  # back in line after a restart: no run
+            if not self.continuity.held_here():
+                raise BadMessage("this conversation has ended", "run_over")
+            if not self.chat.deliver(answer):
+                raise BadMessage("too many messages at once; wait for the answer", "flood")
+            return
         if live is None:
             raise BadMessage('send {"type": "start"} first', "not_started")
         returning = self._returning is not None and not self._returning.done()
@@ -190,11 +177,11 @@ class Visitor:
             await self.send({"type": "call_answer", "sdp": answer})
             if live is None:
                 assert flow is not None
-                self._adopt(await self._start(channel, flow))
-                await self.send({"type": "conversation", "id": self.live.conv.id})  # type: ignore[union-attr]
+                self.adopt(await self._start(channel, flow))
+                await self.continuity.announce(self.live.conv.id)  # type: ignore[union-attr]
             else:
                 self._moving = live
-                self._adopt(await self.app[CONVERSATIONS].resume(live.conv.id, channel))
+                self.adopt(await self.app[CONVERSATIONS].resume(live.conv.id, channel))
         except (BadMessage, KeyError, ValueError, ConnectionError) as exc:
             handle.send("hangup", now=True)
             self.call = None
@@ -207,6 +194,10 @@ class Visitor:
                 ) from None
 
     def _check_continuable(self) -> None:
+        if self.live is None and self.continuity.held is not None:
+            raise BadMessage(
+                "you are waiting for (or talking to) an agent here: type to them", "run_over"
+            )
         live = self.live
         if live is not None and (live.task.done() or live.conv.status is not Status.ACTIVE):
             raise BadMessage(_why_no_bot(live), "run_over")
@@ -220,15 +211,7 @@ class Visitor:
             # The call held in a queue (or with an agent) is over, the visitor's hang-up or the
             # agent's End: so is the conversation (the queue service counts what it was).
             self._queued_call = None
-            self._spawn(self._finish(None, cancelled=False, on_call=True))
-
-    def _held_by_queue(self, live: LiveRun) -> bool:
-        queues = self.app[CONVERSATIONS].services.queues
-        return (
-            live.conv.status in (Status.QUEUED, Status.WITH_AGENT)
-            and queues is not None
-            and queues.holds(live.conv.id)
-        )
+            self.spawn(self._finish(None, cancelled=False, on_call=True))
 
     def add_candidate(self, frame: dict[str, Any]) -> None:
         """One of the browser's ICE candidates, trickled after its offer."""
@@ -269,7 +252,7 @@ class Visitor:
         self.app[METRICS].conversations_started.labels(live.conv.flow, channel.name).inc()
         return live
 
-    def _adopt(self, live: LiveRun) -> None:
+    def adopt(self, live: LiveRun) -> None:
         self.live = live
         live.task.add_done_callback(functools.partial(self._run_over, live))
 
@@ -278,7 +261,7 @@ class Visitor:
             self._moving = None
             return
         on_call = live.channel is not self.chat
-        if on_call and not task.cancelled() and self._held_by_queue(live):
+        if on_call and not task.cancelled() and held_by_queue(self.app, live):
             # The caller waits on the call for an agent, who is bridged to it; the call's end
             # (whoever ends it) ends the conversation here too.
             self._queued_call = getattr(live.channel, "call", None)
@@ -300,13 +283,15 @@ class Visitor:
             self._returning.add_done_callback(self._tasks.discard)
             return
         if live.conv.status in (Status.QUEUED, Status.WITH_AGENT) and not task.cancelled():
+            if held_by_queue(self.app, live):
+                self.continuity.keep(live.conv.id)
             return  # the customer waits here for an agent (ivr.routing), who answers here
         stop = None if task.cancelled() or task.exception() else task.result()
-        self._spawn(self._finish(stop, cancelled=task.cancelled(), on_call=on_call))
+        self.spawn(self._finish(stop, cancelled=task.cancelled(), on_call=on_call))
 
     async def _back_to_chat(self, live: LiveRun) -> None:
         try:
-            self._adopt(await self.app[CONVERSATIONS].resume(live.conv.id, self.chat))
+            self.adopt(await self.app[CONVERSATIONS].resume(live.conv.id, self.chat))
         except Exception as exc:  # ended meanwhile, or the store is out: say so, close
             log.warning("conversation %s cannot go back to the chat: %s", live.conv.id, exc)
             with contextlib.suppress(ConnectionError, RuntimeError):
@@ -324,15 +309,16 @@ class Visitor:
         if not self.ws.closed:
             await self.ws.close(code=WSCloseCode.OK, message=reason)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
-        """The socket closed: hang up the call, let the run store itself and stop."""
+    async def close(self, *, leaving: bool = True) -> None:
+        """The socket closed: hang up the call, let the run store itself and stop. A chat that a
+        queue holds may outlive the socket unless the customer is `leaving` (Continuity.close)."""
         self.closed = True
-        self.chat.close()
+        self.continuity.close(leaving=leaving)
         if self.call is not None:
             self.call.send("hangup", now=True)
         live = self.live

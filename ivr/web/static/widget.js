@@ -9,7 +9,9 @@
  * Chat, keys and call signalling all travel over ONE websocket: /chat/ws of the server the script
  * came from (so it works on another origin's page). The protocol is described in ivr/web/chat.py.
  * A call started in the middle of a chat carries on at the same step of the same conversation,
- * and when it ends the chat takes over again: the visitor never repeats themselves.
+ * and when it ends the chat takes over again: the visitor never repeats themselves. The
+ * conversation's resume handle is kept in sessionStorage (this tab only): after a reload the
+ * panel opens and the conversation goes on where it was (a place in an agent's queue kept).
  *
  * Plain JavaScript with standard APIs only (current Chromium and Firefox), no build step, no
  * framework, nothing fetched from anywhere else. Everything lives under #ivr-widget with ivr-
@@ -49,6 +51,12 @@
   const SECURE_TEXT = "••••"; // a typed secure answer: not even its length is shown
 
   const config = readConfig(script);
+  const resumeHandle = {
+    key: `ivr-widget.resume ${config.wsUrl}`,
+    get() { try { return sessionStorage.getItem(this.key); } catch { return null; } },
+    set(value) { try { sessionStorage.setItem(this.key, value); } catch { /* no storage */ } },
+    forget() { try { sessionStorage.removeItem(this.key); } catch { /* no storage */ } },
+  };
   const session = {
     ws: null,
     state: "closed",
@@ -68,7 +76,8 @@
   injectStyles();
   document.body.appendChild(ui.root);
   render();
-  if (config.open) openPanel({ focus: false }); // opened for the visitor: leave the page's focus
+  // Opened for the visitor (leave the page's focus), or reloaded mid-conversation: it goes on.
+  if (config.open || resumeHandle.get()) openPanel({ focus: false });
 
   window.ivrWidget = Object.freeze({
     open: () => openPanel(),
@@ -350,7 +359,9 @@
     session.ws = ws;
     ws.onopen = () => {
       session.state = "chat";
-      send({ type: "start", ...(config.flow ? { flow: config.flow } : {}) });
+      const kept = resumeHandle.get();
+      if (kept) send({ type: "resume", token: kept }); // before anything else
+      else startConversation();
       render();
     };
     ws.onmessage = (event) => {
@@ -365,6 +376,7 @@
     };
     ws.onclose = (event) => {
       if (session.ws !== ws) return;
+      if (event.code === 1000) resumeHandle.forget(); // the server closed it: over, or elsewhere
       if (call) endCall("The call has ended: the connection was lost.");
       if (!session.over) {
         session.state = "disconnected";
@@ -375,6 +387,10 @@
       render();
     };
     render();
+  }
+
+  function startConversation() {
+    send({ type: "start", ...(config.flow ? { flow: config.flow } : {}) });
   }
 
   function send(frame) {
@@ -395,7 +411,8 @@
   function restart() {
     const old = session.ws;
     session.ws = null;
-    if (old) old.close();
+    resumeHandle.forget();
+    if (old) old.close(1000, "a new conversation"); // the visitor leaves (a queue's place too)
     Object.assign(session, {
       conversation: null, secure: false, over: false, keyedEntry: false, partials: {},
       withPeople: false, agent: null,
@@ -414,6 +431,17 @@
         break;
       case "conversation":
         session.conversation = frame.id;
+        if (frame.resume) resumeHandle.set(frame.resume);
+        break;
+      case "history": // resumed: where the conversation stood
+        if (Array.isArray(frame.turns) && frame.turns.length && !ui.log.childElementCount) {
+          notice("Where you left off:");
+          for (const turn of frame.turns) {
+            const kind = ["customer", "agent"].includes(turn.role) ? turn.role : "bot";
+            const text = turn.text === "[secure input]" ? SECURE_TEXT : String(turn.text || "");
+            addLine(kind, ["sip", "webrtc"].includes(turn.channel) ? "call" : "chat", text);
+          }
+        }
         break;
       case "bot":
         onBot(frame);
@@ -447,12 +475,14 @@
         break;
       case "agent_joined":
         session.agent = String(frame.name || "An agent");
+        session.withPeople = true; // (also when resumed with the agent: no transfer frame)
         notice(`${session.agent} has joined the conversation.`);
         break;
       case "agent":
         addLine("agent", "chat", String(frame.text || ""), { who: String(frame.name || "Agent") });
         break;
       case "end":
+        resumeHandle.forget();
         session.over = true;
         session.state = "ended";
         if (call) endCall();
@@ -460,6 +490,13 @@
         offerRestart();
         break;
       case "error":
+        if (frame.kind === "resume_refused") { // forged, expired or over: start afresh
+          resumeHandle.forget();
+          session.conversation = null;
+          notice(frame.reason || "The conversation could not be resumed.");
+          startConversation();
+          break;
+        }
         notice(frame.reason || "Something went wrong.", "error");
         break;
       default:
