@@ -32,10 +32,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ivr.config import HttpSettings, SmsSettings  # noqa: E402
+from ivr.config import HttpSettings  # noqa: E402
 from ivr.conversation import Status  # noqa: E402
 from ivr.web.keys import CONVERSATIONS, SMS  # noqa: E402
-from tests.kannel import Kannel  # noqa: E402
+from tests.kannel import Kannel, through  # noqa: E402
 from tests.serve_fixtures import ALICE, Served, copy_flow_files, free_port, start_served  # noqa: E402
 from tests.test_continue_links import Phone  # noqa: E402
 
@@ -109,12 +109,9 @@ async def run(samples: int, tmp: Path) -> dict[str, list[float]]:
         prompts,
         reload=False,
         http=HttpSettings(host="127.0.0.1", port=port),
-        sms=SmsSettings(
-            gateway="kannel",
-            kannel_url=kannel.sendsms_url,
-            kannel_username="ivr",
-            kannel_password=kannel.password,
-            inbound_token=TOKEN,
+        sms=through(
+            kannel,
+            TOKEN,
         ),
     )
     rows: dict[str, list[float]] = {

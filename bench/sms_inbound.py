@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ivr.config import HttpSettings, SmsSettings  # noqa: E402
 from ivr.web.keys import SMS  # noqa: E402
-from tests.kannel import Kannel  # noqa: E402
+from tests.kannel import Kannel, through  # noqa: E402
 from tests.serve_fixtures import Served, copy_flow_files, free_port, start_served  # noqa: E402
 
 ECHO_FLOW = """\
@@ -168,13 +168,10 @@ async def through_kannel(tmp: Path, concurrency: list[int], turns: int) -> Run:
         prompts,
         reload=False,
         http=HttpSettings(host="127.0.0.1", port=port),
-        sms=SmsSettings(
-            gateway="kannel",
+        sms=through(
+            kannel,
+            TOKEN,
             flow="echo",
-            kannel_url=kannel.sendsms_url,
-            kannel_username="ivr",
-            kannel_password=kannel.password,
-            inbound_token=TOKEN,
         ),
     )
     try:

@@ -22,13 +22,16 @@ import contextlib
 import re
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote_plus, unquote_to_bytes
 
 import aiohttp
 import pytest
 
+from ivr.config import SmsSettings
 from tests.serve_fixtures import free_port
 
 BEARERBOX = shutil.which("bearerbox") or "/usr/sbin/bearerbox"
@@ -314,3 +317,28 @@ class Kannel:
     def log(self, name: str) -> str:
         path = self.workdir / name
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextlib.asynccontextmanager
+async def running_kannel(workdir: Path, token: str) -> AsyncIterator[tuple[Kannel, int]]:
+    """Kannel, started, set to fetch texts from a server that is to listen on the port given
+    with it (chosen now, so the server can start after Kannel, or again after a stop)."""
+    port = free_port()
+    kannel = Kannel(workdir, f"http://127.0.0.1:{port}/sms/kannel/mo", token)
+    await kannel.start()
+    try:
+        yield kannel, port
+    finally:
+        await kannel.stop()
+
+
+def through(kannel: Kannel, token: str, **changes: Any) -> SmsSettings:
+    """`[sms]` settings for a server whose texts go through `kannel`."""
+    return SmsSettings(
+        gateway="kannel",
+        kannel_url=kannel.sendsms_url,
+        kannel_username="ivr",
+        kannel_password=kannel.password,
+        inbound_token=token,
+        **changes,
+    )

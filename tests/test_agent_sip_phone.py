@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from asyncio.subprocess import Process
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,7 +25,13 @@ from tests.softphone_fixtures import ASK_FOR_AN_AGENT, queued_call
 from tests.test_agent_desktop_page import Desktop
 from tests.test_softphone import BUSY as BUSY_PHONE  # sipp: 486 to any INVITE
 from tests.test_softphone import _udp_free
-from tests.voice_fixtures import REPO, VoiceServer, free_udp_port, start_voice_server
+from tests.voice_fixtures import (
+    VoiceServer,
+    answering_softphone,
+    free_udp_port,
+    running,
+    start_voice_server,
+)
 
 DANA = "Dana Scully"
 # Counts the page's requests for a microphone (there must be none).
@@ -74,28 +79,10 @@ async def timeline(server: Served, conv_id: str) -> list[tuple[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def running(argv: list[str], cwd: Path, ready: Callable[[], bool]) -> AsyncIterator[Process]:
-    """A peer process, once `ready` (killed at the end); what it prints is on its stdout."""
-    process = await asyncio.create_subprocess_exec(
-        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        await until(lambda: ready() or process.returncode is not None, timeout=15)
-        assert process.returncode is None, f"{argv[:3]} ended at once"
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-@contextlib.asynccontextmanager
 async def answering_phone(tmp_path: Path) -> AsyncIterator[tuple[str, Process]]:
     """Dana's phone: `ivr.softphone answer` (its URI; it prints the INVITE's headers)."""
-    port, ready = free_udp_port(), tmp_path / "phone.ready"
-    argv = [sys.executable, "-m", "ivr.softphone", "answer", "--port", str(port),
-            "--ready-file", str(ready), "--hold", "1", "--timeout", "60"]  # fmt: skip
-    async with running(argv, REPO, ready.exists) as phone:
+    port = free_udp_port()
+    async with answering_softphone(tmp_path, port, "--hold", "1", "--timeout", "60") as phone:
         yield f"sip:dana@127.0.0.1:{port}", phone
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from ivr.config import HttpSettings, SmsSettings
+from ivr.config import HttpSettings
 from tests.agent_fixtures import add_agent
 from tests.browser import LaunchChromium, page_errors
-from tests.kannel import Kannel
-from tests.serve_fixtures import ALICE, ServeApp, free_port, prompt_text, wait_until
+from tests.kannel import Kannel, running_kannel, through
+from tests.serve_fixtures import ALICE, ServeApp, prompt_text, wait_until
 from tests.test_agent_desktop_page import Desktop
 from tests.voice_fixtures import start_voice_server
 
@@ -37,13 +37,8 @@ KEPT_ANSWERS = ("identify", "verify", "offer_sms")
 
 @pytest.fixture
 async def kannel(tmp_path: Path) -> AsyncIterator[tuple[Kannel, int]]:
-    port = free_port()
-    gateway = Kannel(tmp_path, f"http://127.0.0.1:{port}/sms/kannel/mo", TOKEN)
-    await gateway.start()
-    try:
-        yield gateway, port
-    finally:
-        await gateway.stop()
+    async with running_kannel(tmp_path, TOKEN) as started:
+        yield started
 
 
 async def test_a_caller_goes_on_by_text_and_chat_and_reaches_an_agent_repeating_nothing(
@@ -58,13 +53,7 @@ async def test_a_caller_goes_on_by_text_and_chat_and_reaches_an_agent_repeating_
         tmp_path,
         sections={
             "http": HttpSettings(host="127.0.0.1", port=port),
-            "sms": SmsSettings(
-                gateway="kannel",
-                kannel_url=gateway.sendsms_url,
-                kannel_username="ivr",
-                kannel_password=gateway.password,
-                inbound_token=TOKEN,
-            ),
+            "sms": through(gateway, TOKEN),
         },
     )
     server = voice.served

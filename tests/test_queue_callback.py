@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ from playwright.async_api import expect
 
 from tests.agent_fixtures import add_agent, open_desk
 from tests.browser import LaunchChromium, page_errors
-from tests.serve_fixtures import REPO, ServeApp, Served, wait_until
+from tests.serve_fixtures import ServeApp, Served, wait_until
 from tests.softphone_fixtures import AGENT_TONE_HZ, tone_wav
 from tests.test_agent_desktop_page import Desktop
 from tests.test_sms import Phone
-from tests.voice_fixtures import free_udp_port, start_voice_server
+from tests.voice_fixtures import answering_softphone, free_udp_port, start_voice_server
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -113,18 +112,7 @@ async def test_a_caller_asks_to_be_called_back_and_the_agent_calls_them(
             "free. Goodbye.") in said  # fmt: skip
 
     # The customer's phone, where the callback will ring.
-    ready = tmp_path / "phone.ready"
-    customer_phone = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ivr.softphone", "answer", "--port", str(phone_port),
-        "--ready-file", str(ready), "--hold", "4", "--timeout", "60",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-
-        async def listening() -> bool:
-            return ready.exists()
-
-        await wait_until(listening, timeout=15)
+    async with answering_softphone(tmp_path, phone_port, "--hold", "4", "--timeout", "60") as phone:
         context = await chromium(fake_audio=tone_wav(tmp_path / "agent.wav", AGENT_TONE_HZ, 30.0))
         page = await context.new_page()
         errors = page_errors(page)
@@ -137,11 +125,7 @@ async def test_a_caller_asks_to_be_called_back_and_the_agent_calls_them(
         await expect(held.locator(".softphone")).to_have_attribute(
             "data-state", "connected", timeout=20_000
         )
-        out, _ = await asyncio.wait_for(customer_phone.communicate(), 30)
-    finally:
-        if customer_phone.returncode is None:
-            customer_phone.kill()
-            await customer_phone.wait()
+        out, _ = await asyncio.wait_for(phone.communicate(), 30)
     answered = json.loads(out.decode().strip().splitlines()[-1])
     assert answered["headers"]["X-Conversation-Id"] == conv_id
     assert errors == []

@@ -320,3 +320,22 @@ async def test_a_text_after_a_restart_reaches_the_queue_not_the_flow_again(
         ]
     finally:
         await desk.close()
+
+
+async def test_an_oversized_text_is_taken_cut_and_an_empty_one_ignored(serve_app: Any) -> None:
+    from urllib.parse import quote
+
+    from ivr.config import SmsSettings
+
+    served = await serve_app(sms=SmsSettings(max_text_chars=160))
+    long_text = quote("I lost my card " * 400)  # 6,000 characters: taken, cut to 160
+    status, _ = await served.get(f"/sms/kannel/mo?from=%2B15551234567&text={long_text}&id=big")
+    assert status == 200
+    status, _ = await served.get("/sms/kannel/mo?from=%2B15557654321&text=%20&id=empty")
+    assert status == 200  # a picture message without words: answered, nothing started
+    phone = Phone(served)
+    first = await phone.next_text()
+    conv = await served.conversation(first["conversation_id"])
+    opening = [t["text"] for t in conv["timeline"] if t["role"] == "customer"]
+    assert opening and len(opening[0]) <= 160
+    assert await Phone(served, "+15557654321").nothing_more()

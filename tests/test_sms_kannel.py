@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ivr.config import HttpSettings, SmsSettings
-from tests.kannel import Kannel
-from tests.serve_fixtures import ALICE, Served, free_port, wait_until
+from ivr.config import HttpSettings
+from tests.kannel import Kannel, running_kannel, through
+from tests.serve_fixtures import ALICE, Served, wait_until
 
 CUSTOMER = "+15551234567"
 TOKEN = "kannel-token"
@@ -23,29 +23,15 @@ ACCOUNT_QUESTION = "Welcome to Northwind Bank. Please enter your eight digit acc
 
 @pytest.fixture
 async def kannel_port(tmp_path: Path) -> AsyncIterator[tuple[Kannel, int]]:
-    """Kannel, set to fetch texts from this test's server at a port chosen now."""
-    port = free_port()
-    kannel = Kannel(tmp_path, f"http://127.0.0.1:{port}/sms/kannel/mo", TOKEN)
-    await kannel.start()
-    try:
-        yield kannel, port
-    finally:
-        await kannel.stop()
+    async with running_kannel(tmp_path, TOKEN) as started:
+        yield started
 
 
 async def serve_with_kannel(serve_app: Any, kannel: Kannel, port: int, store: str) -> Served:
     return await serve_app(
         store,
         http=HttpSettings(host="127.0.0.1", port=port),
-        sms=SmsSettings(
-            gateway="kannel",
-            kannel_url=kannel.sendsms_url,
-            kannel_username="ivr",
-            kannel_password=kannel.password,
-            inbound_token=TOKEN,
-            retry_seconds=0.2,
-            max_retry_seconds=1.0,
-        ),
+        sms=through(kannel, TOKEN, retry_seconds=0.2, max_retry_seconds=1.0),
     )
 
 

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import wave
 from pathlib import Path
 
@@ -23,7 +22,12 @@ import pytest
 from ivr.conversation import Role, Status
 from ivr.web.keys import STORE, SUPERVISOR
 from tests.serve_fixtures import ServeApp, wait_until
-from tests.voice_fixtures import REPO, VoiceServer, free_udp_port, start_voice_server
+from tests.voice_fixtures import (
+    VoiceServer,
+    answering_softphone,
+    free_udp_port,
+    start_voice_server,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -181,24 +185,11 @@ async def test_a_transfer_hands_the_call_to_a_sip_uri_with_the_conversation_id(
     agent_port = free_udp_port()
     (flow_files[0] / "handover.yaml").write_text(HANDOVER_FLOW.format(port=agent_port))
     server = await start_voice_server(serve_app, tmp_path)
-    ready = tmp_path / "agent.ready"
-    agent = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ivr.softphone", "answer", "--port", str(agent_port),
-        "--ready-file", str(ready), "--hold", "0.5", "--timeout", "30",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-
-        async def listening() -> bool:
-            return ready.exists()
-
-        await wait_until(listening, timeout=15)
+    async with answering_softphone(
+        tmp_path, agent_port, "--hold", "0.5", "--timeout", "30"
+    ) as agent:
         result = await server.call("3000", "expect-transfer", extra=["--follow-transfer"])
         out, _ = await asyncio.wait_for(agent.communicate(), 30)
-    finally:
-        if agent.returncode is None:
-            agent.kill()
-            await agent.wait()
     assert result.outcome["transfer_target"] == f"sip:agent@127.0.0.1:{agent_port}"
     answered = json.loads(out.decode().strip().splitlines()[-1])
     conv = await server.last_conversation()

@@ -11,7 +11,6 @@ import asyncio
 import json
 import shutil
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -28,7 +27,12 @@ from ivr.web.keys import PHONE
 from tests.serve_fixtures import ServeApp, wait_until
 from tests.test_softphone import BUSY
 from tests.test_voice_calls import loudness_by_frame
-from tests.voice_fixtures import REPO, VoiceServer, free_udp_port, start_voice_server
+from tests.voice_fixtures import (
+    VoiceServer,
+    answering_softphone,
+    free_udp_port,
+    start_voice_server,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,25 +76,11 @@ async def callee(tmp_path: Path) -> AsyncIterator[tuple[int, Callee]]:
     """A softphone answering on a free port: waits for speech, then for its end, then for the
     far end's hang-up, recording what it hears."""
     port = free_udp_port()
-    ready, recording = tmp_path / "callee.ready", tmp_path / "callee.wav"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ivr.softphone", "answer", "--port", str(port),
-        "--ready-file", str(ready), "--record", str(recording), "--timeout", "30",
-        "--do", "wait-speech", "--do", "wait-prompt", "--hold", "15",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-
-        async def listening() -> bool:
-            assert process.returncode is None, "the callee softphone exited"
-            return ready.exists()
-
-        await wait_until(listening, timeout=20)
+    recording = tmp_path / "callee.wav"
+    options = ("--record", str(recording), "--timeout", "30",
+               "--do", "wait-speech", "--do", "wait-prompt", "--hold", "15")  # fmt: skip
+    async with answering_softphone(tmp_path, port, *options) as process:
         yield port, Callee(process, recording)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 def _udp_taken(port: int) -> bool:

@@ -4,12 +4,14 @@ workers, and the `ivr call` softphone (pjsua2, another process) as the caller.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import socket
 import sys
-from collections.abc import Sequence
+from asyncio.subprocess import Process
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,34 @@ async def start_voice_server(
 @pytest.fixture
 async def voice_server(serve_app: ServeApp, tmp_path: Path) -> VoiceServer:
     return await start_voice_server(serve_app, tmp_path)
+
+
+@contextlib.asynccontextmanager
+async def running(argv: list[str], cwd: Path, ready: Callable[[], bool]) -> AsyncIterator[Process]:
+    """A peer process, once `ready` (killed at the end); what it prints is on its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+
+        async def up() -> bool:
+            return ready() or process.returncode is not None
+
+        await wait_until(up, timeout=15)
+        assert process.returncode is None, f"{argv[:4]} ended at once"
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def answering_softphone(tmp_path: Path, port: int, *options: str) -> AsyncIterator[Process]:
+    """`ivr call` in answer mode on `port` (`options`: --hold, --record, --do ...), once it
+    listens; it prints the answered INVITE's details as JSON on its stdout."""
+    ready = tmp_path / f"answering-{port}.ready"
+    argv = [sys.executable, "-m", "ivr.softphone", "answer", "--port", str(port),
+            "--ready-file", str(ready), *options]  # fmt: skip
+    async with running(argv, REPO, ready.exists) as process:
+        yield process

@@ -9,14 +9,13 @@ queue the same channel carries the customer to the agent (`ivr.routing.line.Cust
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ivr.channels.inbox import Inbox
 from ivr.flow.channel import ChannelClosed, CustomerInput, InputSpec, Prompt, TransferTarget
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-_CLOSED = object()
 
 
 class ChatChannel:
@@ -26,24 +25,15 @@ class ChatChannel:
     def __init__(self, send: Send, idle_timeout: float) -> None:
         self._send = send
         self._idle_timeout = idle_timeout
-        self._inbox: asyncio.Queue[CustomerInput | object] = asyncio.Queue(maxsize=64)
+        self._inbox: Inbox[CustomerInput] = Inbox()
 
     def deliver(self, answer: CustomerInput) -> bool:
         """A customer message; False when too many are already waiting (flooding)."""
-        try:
-            self._inbox.put_nowait(answer)
-        except asyncio.QueueFull:
-            return False
-        return True
+        return self._inbox.put(answer)
 
     def close(self) -> None:
         """The customer left: a waiting `ask` raises ChannelClosed."""
-        while True:
-            try:
-                self._inbox.put_nowait(_CLOSED)
-                return
-            except asyncio.QueueFull:
-                self._inbox.get_nowait()
+        self._inbox.close()
 
     async def _emit(self, message: dict[str, Any]) -> None:
         try:
@@ -65,18 +55,13 @@ class ChatChannel:
             }
         )
         try:
-            answer = await asyncio.wait_for(self._inbox.get(), self._idle_timeout)
+            return await self._inbox.get(self._idle_timeout, "the customer closed the chat")
         except TimeoutError:
             raise ChannelClosed("the chat was idle too long") from None
-        if answer is _CLOSED:
-            raise ChannelClosed("the customer closed the chat")
-        assert isinstance(answer, CustomerInput)
-        return answer
 
     async def transfer(self, target: TransferTarget) -> bool:
         # Left unread in the inbox, an answer to a secure question would reach the agent.
-        while not self._inbox.empty():
-            self._inbox.get_nowait()
+        self._inbox.drop_waiting()
         await self._emit({"type": "transfer", "queue": target.queue, "sip": target.sip_uri})
         return True
 
@@ -94,11 +79,7 @@ class ChatChannel:
 
     async def from_customer(self) -> CustomerInput:
         """No idle limit here: waiting for a person is not the customer's silence."""
-        answer = await self._inbox.get()
-        if answer is _CLOSED:
-            raise ChannelClosed("the customer closed the chat")
-        assert isinstance(answer, CustomerInput)
-        return answer
+        return await self._inbox.get(None, "the customer closed the chat")
 
     async def end(self, reason: str) -> None:
         await self._emit({"type": "end", "reason": reason})

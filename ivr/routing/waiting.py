@@ -148,11 +148,13 @@ class WaitingRoom:
         self._replace_line(entry, waiting, line)
         return True
 
-    def _replace_line(self, entry: WaitingEntry, waiting: Waiting, line: CustomerLine) -> None:
+    def _replace_line(
+        self, entry: WaitingEntry, waiting: Waiting, line: CustomerLine, *, announce: bool = True
+    ) -> None:
         fresh = Waiting(waiting.conv, line, waiting.step_skills)
         self.shared.waiting[entry.conversation_id] = fresh
         waiting.stop()
-        self._start(entry, fresh, overflow=False)
+        self._start(entry, fresh, overflow=False, announce=announce)
 
     def attach(self, other_ways: OtherWays) -> None:
         """The channels' other ways are there (they start after this service): conversations
@@ -162,7 +164,7 @@ class WaitingRoom:
             entry = self.shared.router.entry(conversation_id)
             line = other_ways.callback_line(waiting.conv) if waiting.line is None else None
             if line is not None and entry is not None:
-                self._replace_line(entry, waiting, line)
+                self._replace_line(entry, waiting, line, announce=False)
 
     def stop_taking_leavers(self) -> None:
         """The server is shutting down: the sockets it closes are not customers leaving, and
@@ -218,13 +220,17 @@ class WaitingRoom:
                 **moved,
             )
 
-    def _start(self, entry: WaitingEntry, waiting: Waiting, *, overflow: bool = True) -> None:
-        """The waiting conversation's timers: announcements, what the customer says, and the
-        queue's maximum wait (counted from when they joined this queue)."""
+    def _start(
+        self, entry: WaitingEntry, waiting: Waiting, *, overflow: bool = True, announce: bool = True
+    ) -> None:
+        """The waiting conversation's timers: announcements (not to a callback's line: nobody
+        is on it), what the customer says, and the queue's maximum wait (counted from when
+        they joined this queue)."""
         shared = self.shared
         line = waiting.line
         if line is not None:
-            waiting.tasks.append(shared.spawn(self._announce(entry, line)))
+            if announce:
+                waiting.tasks.append(shared.spawn(self._announce(entry, line)))
             waiting.tasks.append(shared.spawn(self._collect(entry, waiting)))
         limit = shared.rules.max_wait(entry.queue)
         if overflow and limit is not None and shared.rules.overflow(entry.queue) is not None:
@@ -389,7 +395,7 @@ class WaitingRoom:
             if entry.offered_to is not None:
                 await self.offers.gone(entry.offered_to, conv.id, "moved")
             shared.router.remove(conv.id)
-            entry = dataclasses.replace(entry, medium=medium, offered_to=None)
+            entry = dataclasses.replace(entry, medium=medium, offered_to=None, offer_expires=None)
             shared.router.enqueue(entry)
             await shared.record(shared.store.save_entry, entry, "waiting", None)
         conv.add_turn(old.name, Role.BOT, farewell, kind="notice")
@@ -400,7 +406,8 @@ class WaitingRoom:
         with contextlib.suppress(ChannelClosed, ConnectionError, RuntimeError):
             await old.notify(farewell)
             await old.end(f"the customer chose {WAYS[way]}")
-        self._start(entry, fresh, overflow=False)  # the offer was the overflow: not again
+        # The offer was the overflow: not again. A callback's line has nobody to tell.
+        self._start(entry, fresh, overflow=False, announce=way != "callback")
         self.offers.route()
         return True
 

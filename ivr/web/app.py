@@ -68,6 +68,8 @@ from ivr.workers.supervisor import Supervisor
 
 log = logging.getLogger("ivr.serve")
 
+MAX_REQUEST_LINE = 32 * 1024
+
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     async with open_store(app[SETTINGS].store.url) as store:
@@ -229,6 +231,9 @@ def create_app(settings: Settings, api_token: str | None = None) -> web.Applicat
     app = web.Application(
         middlewares=[json_errors, api.require_token, agent_auth.same_origin],
         client_max_size=1024 * 1024,
+        # Kannel gives a received text in its get-url's query: a long UCS-2 text (1,600
+        # characters, url-coded bytes) is ~10 kB, over aiohttp's default 8 kB request line.
+        handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[SETTINGS] = settings
     app[API_TOKEN] = api_token or settings.api.token or secrets.token_urlsafe(24)

@@ -19,9 +19,9 @@ at its step, and a later reply resumes it (`ivr.channels.sms.service`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
+from ivr.channels.inbox import Inbox
 from ivr.conversation import Conversation, Role
 from ivr.flow.channel import (
     ChannelClosed,
@@ -34,7 +34,6 @@ from ivr.flow.channel import (
 
 Send = Callable[[str], Awaitable[object]]
 _KEYS = frozenset("0123456789*#")
-_CLOSED = object()
 
 
 def numbered(choices: tuple[Choice, ...]) -> list[tuple[str, Choice]]:
@@ -88,7 +87,7 @@ class SmsChannel:
         self._replying = replying  # resumed by a reply: the question was already sent
         self._said: list[str] = []
         self._spec: InputSpec | None = None
-        self._inbox: asyncio.Queue[str | object] = asyncio.Queue(maxsize=64)
+        self._inbox: Inbox[str] = Inbox()
         self.conv: Conversation | None = None  # set by the service once the run has it
         self.finished = False
 
@@ -96,20 +95,11 @@ class SmsChannel:
 
     def deliver(self, text: str) -> bool:
         """A reply; False when too many are already waiting."""
-        try:
-            self._inbox.put_nowait(text)
-        except asyncio.QueueFull:
-            return False
-        return True
+        return self._inbox.put(text)
 
     def close(self) -> None:
         """The thread is over (STOP, or another channel took the conversation)."""
-        while True:
-            try:
-                self._inbox.put_nowait(_CLOSED)
-                return
-            except asyncio.QueueFull:
-                self._inbox.get_nowait()
+        self._inbox.close()
 
     # ------------------------------------------------------------------ the flow's channel
 
@@ -136,16 +126,14 @@ class SmsChannel:
 
     async def _next(self, timeout: float | None) -> str:
         try:
-            reply = await asyncio.wait_for(self._inbox.get(), timeout)
+            return await self._inbox.get(timeout, "the SMS thread was closed")
         except TimeoutError:
             self.finished = True  # a later reply resumes the conversation on a fresh thread
             await self._flush()
             raise ChannelClosed("no reply by SMS in time; a later reply continues") from None
-        if reply is _CLOSED:
+        except ChannelClosed:
             self.finished = True
-            raise ChannelClosed("the SMS thread was closed")
-        assert isinstance(reply, str)
-        return reply
+            raise
 
     async def transfer(self, target: TransferTarget) -> bool:
         """To a queue: what was said ("please hold") goes out with the first notice (their
