@@ -174,8 +174,12 @@ async def test_a_kept_call_waits_with_music_until_the_link_is_opened(
 
     link = await wait_until(texted_link, timeout=30)
     conv_id = (await server.api("/api/sms/outbox"))[1]["texts"][0]["conversation_id"]
+
+    async def escalated() -> bool:  # the text goes first, then the step says so and stops
+        return (await server.conversation(conv_id))["status"] == "escalated"
+
+    await wait_until(escalated, timeout=15)
     assert not call.done()  # still on the line, with music, while the link is unopened
-    assert (await server.conversation(conv_id))["status"] == "escalated"
     chat = await server.chat()
     await chat.expect("hello")
     await chat.send({"type": "continue", "token": link.rsplit("/c/", 1)[1]})
