@@ -32,11 +32,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ivr.config import HttpSettings  # noqa: E402
 from ivr.conversation import Status  # noqa: E402
 from ivr.web.keys import CONVERSATIONS, SMS  # noqa: E402
-from tests.kannel import Kannel, through  # noqa: E402
-from tests.serve_fixtures import ALICE, Served, copy_flow_files, free_port, start_served  # noqa: E402
+from tests.kannel import served_through_kannel  # noqa: E402
+from tests.serve_fixtures import ALICE, Served, copy_flow_files  # noqa: E402
 from tests.test_continue_links import Phone  # noqa: E402
 
 TOKEN = "bench-kannel-token"
@@ -99,21 +98,6 @@ async def first_bot_frame(served: Served, frame: dict[str, Any]) -> float:
 
 async def run(samples: int, tmp: Path) -> dict[str, list[float]]:
     dialogs, prompts = copy_flow_files(tmp)
-    port = free_port()
-    kannel = Kannel(tmp, f"http://127.0.0.1:{port}/sms/kannel/mo", TOKEN)
-    await kannel.start()
-    served = await start_served(
-        f"sqlite:///{tmp}/bench.db",
-        "bench-token",
-        dialogs,
-        prompts,
-        reload=False,
-        http=HttpSettings(host="127.0.0.1", port=port),
-        sms=through(
-            kannel,
-            TOKEN,
-        ),
-    )
     rows: dict[str, list[float]] = {
         '"yes" -> text queued in the outbox': [],
         '"yes" -> Kannel 202 (gateway took it)': [],
@@ -122,7 +106,8 @@ async def run(samples: int, tmp: Path) -> dict[str, list[float]]:
         "link: continue -> first bot frame": [],
         "baseline: start -> first bot frame": [],
     }
-    try:
+    store = f"sqlite:///{tmp}/bench.db"
+    async with served_through_kannel(tmp, store, dialogs, prompts, TOKEN) as (kannel, served):
         queued, taken = stamp_server(served)
         phones = await kannel.phones()
         for index in range(samples + 1):  # the first is a warm-up, not counted
@@ -146,10 +131,6 @@ async def run(samples: int, tmp: Path) -> dict[str, list[float]]:
                 rows[name].append(value * 1000)
             rows["link: continue -> first bot frame"].append(continued)
             rows["baseline: start -> first bot frame"].append(fresh)
-    finally:
-        await served.session.close()
-        await served.stop()
-        await kannel.stop()
     return rows
 
 

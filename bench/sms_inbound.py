@@ -31,10 +31,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ivr.config import HttpSettings, SmsSettings  # noqa: E402
+from ivr.config import SmsSettings  # noqa: E402
 from ivr.web.keys import SMS  # noqa: E402
-from tests.kannel import Kannel, through  # noqa: E402
-from tests.serve_fixtures import Served, copy_flow_files, free_port, start_served  # noqa: E402
+from tests.kannel import served_through_kannel  # noqa: E402
+from tests.serve_fixtures import Served, copy_flow_files, start_served  # noqa: E402
 
 ECHO_FLOW = """\
 flow: echo
@@ -158,30 +158,14 @@ Run = tuple[dict[int, Level], Stamps]
 
 async def through_kannel(tmp: Path, concurrency: list[int], turns: int) -> Run:
     dialogs, prompts = flows(tmp / "kannel")
-    port = free_port()
-    kannel = Kannel(tmp, f"http://127.0.0.1:{port}/sms/kannel/mo", TOKEN)
-    await kannel.start()
-    served = await start_served(
-        f"sqlite:///{tmp}/kannel.db",
-        "bench-token",
-        dialogs,
-        prompts,
-        reload=False,
-        http=HttpSettings(host="127.0.0.1", port=port),
-        sms=through(
-            kannel,
-            TOKEN,
-            flow="echo",
-        ),
-    )
-    try:
+    store = f"sqlite:///{tmp}/kannel.db"
+    async with served_through_kannel(tmp, store, dialogs, prompts, TOKEN, flow="echo") as (
+        kannel,
+        served,
+    ):
         stamps = Stamps(served)
         phones = await kannel.phones()
         return await levels(phones.send, phones.inbox, "1", concurrency, turns), stamps
-    finally:
-        await served.session.close()
-        await served.stop()
-        await kannel.stop()
 
 
 async def through_api(tmp: Path, concurrency: list[int], turns: int) -> Run:

@@ -31,8 +31,8 @@ from urllib.parse import quote_plus, unquote_to_bytes
 import aiohttp
 import pytest
 
-from ivr.config import SmsSettings
-from tests.serve_fixtures import free_port
+from ivr.config import HttpSettings, SmsSettings
+from tests.serve_fixtures import Served, free_port, start_served
 
 BEARERBOX = shutil.which("bearerbox") or "/usr/sbin/bearerbox"
 SMSBOX = shutil.which("smsbox") or "/usr/sbin/smsbox"
@@ -342,3 +342,26 @@ def through(kannel: Kannel, token: str, **changes: Any) -> SmsSettings:
         inbound_token=token,
         **changes,
     )
+
+
+@contextlib.asynccontextmanager
+async def served_through_kannel(
+    workdir: Path, store_url: str, dialogs: Path, prompts: Path, token: str, **sms: Any
+) -> AsyncIterator[tuple[Kannel, Served]]:
+    """Kannel and the application (outside pytest: the benches), the server's texts going
+    through Kannel; both stopped at the end."""
+    async with running_kannel(workdir, token) as (kannel, port):
+        served = await start_served(
+            store_url,
+            "bench-token",
+            dialogs,
+            prompts,
+            reload=False,
+            http=HttpSettings(host="127.0.0.1", port=port),
+            sms=through(kannel, token, **sms),
+        )
+        try:
+            yield kannel, served
+        finally:
+            await served.session.close()
+            await served.stop()

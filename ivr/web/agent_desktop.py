@@ -41,7 +41,6 @@ import contextlib
 import json
 import logging
 import re
-from importlib import resources
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -54,6 +53,7 @@ from ivr.web.agent_auth import require_agent
 from ivr.web.errors import json_error
 from ivr.web.keys import BROWSER_CALLS, CONVERSATIONS, FLOWS, QUEUES
 from ivr.web.signalling import MAX_SDP_BYTES, BadSignal, ice_candidate, offer_sdp
+from ivr.web.static_files import script
 
 log = logging.getLogger("ivr.agent")
 
@@ -238,17 +238,14 @@ async def conversation_card(request: web.Request, agent: AgentRecord) -> web.Res
     return web.json_response(await queues.card(conv, str(queue), None))
 
 
-DESKTOP_SCRIPTS = ("agent.js", "agent-softphone.js")
+DESKTOP_SCRIPTS = ("agent.js", "agent-softphone.js", "outbox.js")
 
 
 async def desktop_script(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in DESKTOP_SCRIPTS:
         return json_error(404, f"no script {name!r}")
-    script = resources.files("ivr.web").joinpath(f"static/{name}").read_text(encoding="utf-8")
-    return web.Response(
-        text=script, content_type="text/javascript", headers={"Cache-Control": "no-cache"}
-    )
+    return script(name)
 
 
 @require_agent

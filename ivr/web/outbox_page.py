@@ -14,7 +14,6 @@ are refused by the same-origin middleware that guards all of /agent.
 from __future__ import annotations
 
 import uuid
-from importlib import resources
 
 from aiohttp import web
 
@@ -23,33 +22,14 @@ from ivr.web.agent_auth import require_agent
 from ivr.web.errors import json_error
 from ivr.web.keys import SMS
 from ivr.web.sms import BadText, check_number
+from ivr.web.static_files import view_page
 
 MAX_REPLY_CHARS = 1000
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-def _static(name: str) -> str:
-    return resources.files("ivr.web").joinpath(f"static/{name}").read_text(encoding="utf-8")
 
 
 @require_agent
 async def outbox_page(request: web.Request, agent: AgentRecord) -> web.StreamResponse:
-    return web.Response(
-        text=_static("outbox.html"), content_type="text/html", headers=_PAGE_HEADERS
-    )
-
-
-async def outbox_script(request: web.Request) -> web.StreamResponse:
-    return web.Response(
-        text=_static("outbox.js"),
-        content_type="text/javascript",
-        headers={"Cache-Control": "no-cache"},
-    )
+    return view_page("outbox.html")
 
 
 @require_agent
@@ -90,6 +70,5 @@ async def reply_as_customer(request: web.Request, agent: AgentRecord) -> web.Str
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/agent/outbox", outbox_page)
-    app.router.add_get("/agent/outbox.js", outbox_script)
     app.router.add_get("/agent/api/outbox", outbox_texts)
     app.router.add_post("/agent/api/outbox/reply", reply_as_customer)

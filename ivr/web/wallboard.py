@@ -25,7 +25,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -42,6 +41,7 @@ from ivr.web.agent_auth import (
 )
 from ivr.web.errors import json_error
 from ivr.web.keys import QUEUES, STORE
+from ivr.web.static_files import script, view_page
 
 log = logging.getLogger("ivr.wallboard")
 
@@ -51,15 +51,6 @@ SCRIPT_PATH = "/wallboard/static/wallboard.js"
 BOARD_PATH = "/wallboard/api/board"
 SOCKET_PATH = "/wallboard/ws"
 MAX_FRAME_BYTES = 1024  # the page sends nothing; anything larger is refused by aiohttp
-# As the desktop's: queue figures are nobody else's business, nothing but our own script runs,
-# no framing (clickjacking), nothing cached.
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-}
-
 AgentHandler = Callable[[web.Request, AgentRecord], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -127,23 +118,14 @@ def same_origin(handler: Handler) -> Handler:
     return checked
 
 
-def _static(name: str) -> str:
-    return resources.files("ivr.web").joinpath(f"static/{name}").read_text(encoding="utf-8")
-
-
 @require_agent
 async def wallboard_page(request: web.Request, agent: AgentRecord) -> web.StreamResponse:
-    return web.Response(
-        text=_static("wallboard.html"), content_type="text/html", headers=_PAGE_HEADERS
-    )
+    # As the desktop's: queue figures are nobody else's business (ivr.web.static_files).
+    return view_page("wallboard.html")
 
 
 async def wallboard_script(request: web.Request) -> web.StreamResponse:
-    return web.Response(
-        text=_static("wallboard.js"),
-        content_type="text/javascript",
-        headers={"Cache-Control": "no-cache"},
-    )
+    return script("wallboard.js")
 
 
 @signed_in
